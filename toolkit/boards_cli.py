@@ -1,0 +1,19 @@
+"""`toolkit boards`: print the board profiles."""
+
+from toolkit.boards import list_boards
+
+
+def register(sub):
+    p = sub.add_parser("boards", help="list the board profiles (--target names)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    rows = [("name", "core", "clock MHz", "flash KiB", "SRAM KiB", "PSRAM KiB", "description")]
+    for b in list_boards():
+        rows.append((b.name, b.core, f"{b.clock_hz / 1e6:g}", f"{b.flash_bytes // 1024}",
+                     f"{b.sram_bytes // 1024}", f"{b.psram_bytes // 1024}", b.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0

@@ -1,0 +1,84 @@
+"""`toolkit` command line: one verb per stage.
+
+Each stage module exposes `register(subparsers)`, which adds its verb and sets `func` on the parser.
+Stage modules are imported lazily (only the chosen verb's code loads torch / tensorflow).
+"""
+
+import argparse
+import importlib
+import sys
+
+from toolkit import __version__
+
+# verb -> (module with register(), one-line help). The module is imported only when needed.
+VERBS = {
+    "assets": ("toolkit.assets", "fetch pretrained detector models and sample photos into the cache"),
+    "detect": ("toolkit.detect.cli", "find faces and the 7 FDF keypoints in images"),
+    "data": ("toolkit.data.cli", "check or build FDF-format datasets"),
+    "train": ("toolkit.diffusion.cli_train", "train the keypoint-conditioned diffusion teacher"),
+    "sample": ("toolkit.diffusion.cli_sample", "inpaint faces of an FDF dataset with a trained model"),
+    "anonymize": ("toolkit.anonymize.cli", "replace every face in images, folders, videos or COCO sets"),
+    "distill": ("toolkit.distill.cli", "distill the teacher into a 1-4 step microcontroller student"),
+    "boards": ("toolkit.boards_cli", "list the board profiles (--target names)"),
+    "quantize": ("toolkit.deploy.cli_quantize", "NNCF quantization-aware fine-tuning and int8 export"),
+    "export": ("toolkit.deploy.cli_export", "generate C arrays and int8 inference code"),
+    "bench": ("toolkit.bench.cli", "run a model on a board or QEMU and collect timings"),
+}
+
+
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `verb`'s module is imported (the others are listed by name and help)."""
+    parser = argparse.ArgumentParser(
+        prog="toolkit",
+        description="Privacy-friendly image preparation for TinyML: replace faces with generated ones.",
+    )
+    parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name, (module_name, help_text) in VERBS.items():
+        if name != verb:
+            sub.add_parser(name, help=help_text)
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("toolkit"):
+                raise
+            # Stage not built in this version: keep the verb listed, say so when used.
+            p = sub.add_parser(name, help=f"{help_text} (not available in this build)")
+            p.set_defaults(func=lambda args, v=name: _unavailable(v))
+            continue
+        module.register(sub)
+    return parser
+
+
+def _unavailable(verb: str) -> int:
+    print(f"toolkit {verb}: this stage is not available in this build", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # Known user-facing failures: one clear line, no traceback.
+        if getattr(args, "debug", False):
+            raise
+        print(f"toolkit {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
