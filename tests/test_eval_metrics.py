@@ -1,0 +1,73 @@
+"""The evaluation figures behave as the literature says on a real photo."""
+
+import numpy as np
+import pytest
+from skimage import data
+from skimage.filters import gaussian
+
+from toolkit.eval import metrics
+
+# Astronaut's face box (x0, y0, x1, y1), as dlib's own frontal detector finds it.
+FACE = (175, 76, 265, 166)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return data.astronaut()
+
+
+def _replace_box(image, box, fill):
+    out = image.copy()
+    x0, y0, x1, y1 = box
+    out[y0:y1, x0:x1] = fill[y0:y1, x0:x1]
+    return out
+
+
+def test_light_blur_leaks_identity_and_mask_does_not(astronaut):
+    blurred = (gaussian(astronaut, sigma=1, channel_axis=2) * 255).round().astype(np.uint8)
+    light_blur = _replace_box(astronaut, FACE, blurred)
+    masked = _replace_box(astronaut, FACE, np.zeros_like(astronaut))
+    assert metrics.identity_distance(astronaut, astronaut, FACE) < 1e-6
+    assert metrics.identity_distance(astronaut, light_blur, FACE) < metrics.SAME_PERSON_THRESHOLD
+    assert metrics.identity_distance(astronaut, masked, FACE) >= metrics.SAME_PERSON_THRESHOLD
+
+
+def test_outside_region_quality_sees_only_outside(astronaut):
+    masked = _replace_box(astronaut, FACE, np.zeros_like(astronaut))
+    inside_only = metrics.outside_region_quality(astronaut, masked, FACE)
+    assert inside_only["psnr_outside"] == float("inf")
+    # SSIM's 7x7 window straddles the box edge, so it is 1 only up to that border effect.
+    assert inside_only["ssim_outside"] > 0.97
+    noisy = np.clip(astronaut.astype(int) + np.random.default_rng(0).integers(-20, 21, astronaut.shape), 0, 255)
+    everywhere = metrics.outside_region_quality(astronaut, noisy.astype(np.uint8), FACE)
+    assert everywhere["psnr_outside"] < 30 and everywhere["ssim_outside"] < inside_only["ssim_outside"]
+
+
+def test_keypoint_error_is_scale_free():
+    kp = np.array([[10.0, 10.0], [20.0, 10.0]])
+    moved = kp + [3.0, 4.0]
+    vis = np.array([True, True])
+    small = metrics.keypoint_error(kp, vis, moved, vis, (0, 0, 30, 40))
+    large = metrics.keypoint_error(kp * 2, vis, moved * 2, vis, (0, 0, 60, 80))
+    assert small == pytest.approx(5 / 50)
+    assert np.isnan(metrics.keypoint_error(kp, ~vis, moved, vis, (0, 0, 30, 40)))
+    assert large == pytest.approx(small)
+
+
+def test_fid_orders_real_against_destroyed(astronaut):
+    fid = metrics.FID()
+    crops = [astronaut[y:y + 128, x:x + 128] for y in (0, 128, 256) for x in (0, 128, 256)]
+    shifted = [astronaut[y + 8:y + 136, x + 8:x + 136] for y in (0, 128, 256) for x in (0, 128, 256)]
+    noise = [np.random.default_rng(i).integers(0, 256, (128, 128, 3), dtype=np.uint8) for i in range(9)]
+    assert fid(crops, shifted) < fid(crops, noise)
+
+
+def test_low_rank_frechet_distance_matches_scipy_sqrtm():
+    import scipy.linalg
+
+    rng = np.random.default_rng(0)
+    f1, f2 = rng.normal(size=(40, 16)), rng.normal(size=(30, 16)) + 0.3
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    expected = ((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) \
+        - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real)
+    assert metrics.frechet_distance(f1, f2) == pytest.approx(expected, rel=1e-6)

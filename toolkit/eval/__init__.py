@@ -1,0 +1,1 @@
+"""Evaluation of anonymization: identity leak, keypoint preservation, realism, speed."""
