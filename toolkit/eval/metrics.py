@@ -53,7 +53,9 @@ def outside_region_quality(original: np.ndarray, anonymized: np.ndarray, region_
     from skimage.metrics import structural_similarity
 
     h, w = original.shape[:2]
-    x0, y0, x1, y1 = (int(round(v)) for v in region_box)
+    # Every pixel the box touches counts as inside (floor / ceil), as the methods round it outwards.
+    x0, y0 = (int(np.floor(v)) for v in region_box[:2])
+    x1, y1 = (int(np.ceil(v)) for v in region_box[2:])
     outside = np.ones((h, w), dtype=bool)
     outside[max(y0, 0):max(min(y1, h), 0), max(x0, 0):max(min(x1, w), 0)] = False
     a = original.astype(np.float64)
