@@ -23,6 +23,7 @@ VERBS = {
     "quantize": ("toolkit.deploy.cli_quantize", "NNCF quantization-aware fine-tuning and int8 export"),
     "export": ("toolkit.deploy.cli_export", "generate C arrays and int8 inference code"),
     "bench": ("toolkit.bench.cli", "run a model on a board or QEMU and collect timings"),
+    "demo": ("toolkit.demo", "run the whole chain on the bundled real photos (resumable)"),
     "eval": ("toolkit.eval.cli", "measure identity leak, keypoint preservation and realism per method"),
 }
 

@@ -1,0 +1,39 @@
+"""FDF-format face datasets: crop geometry, the torch Dataset, `data check` and `data build`.
+
+`crop` is light (numpy + OpenCV) and imported eagerly; the torch-based parts load on first use.
+"""
+
+from toolkit.data.crop import (
+    crop_and_resize,
+    expanded_crop_box,
+    face_box_in_crop,
+    face_mask,
+    from_crop_coords,
+    to_crop_coords,
+)
+
+_LAZY = {
+    "FDFDataset": "toolkit.data.fdf",
+    "keypoint_maps": "toolkit.data.fdf",
+    "check_dataset": "toolkit.data.check",
+    "build_dataset": "toolkit.data.build",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'toolkit.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "crop_and_resize",
+    "expanded_crop_box",
+    "face_box_in_crop",
+    "face_mask",
+    "from_crop_coords",
+    "to_crop_coords",
+    *_LAZY,
+]

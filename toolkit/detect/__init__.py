@@ -1,0 +1,26 @@
+"""Face + 7-keypoint detection (BlazeFace / BlazePose .tflite models run with ai-edge-litert).
+
+    from toolkit.detect import detect, draw
+    people = detect("photo.jpg")            # list[Person], best first
+    people[0].face_box, people[0].keypoints  # (4,), (7, 2) pixels, COCO order (toolkit.keypoints.NAMES)
+    preview = draw("photo.jpg", people)      # HxWx3 uint8 with boxes and keypoints
+"""
+
+from toolkit.detect.draw import draw
+from toolkit.detect.pipeline import Person, detect
+
+__all__ = ["Person", "detect", "draw"]
+
+
+# `toolkit.detect(image)` must keep working once this sub-package is imported: importing it rebinds the
+# name `toolkit.detect` from the lazy wrapper function in toolkit/__init__.py to this module.
+import sys as _sys
+import types as _types
+
+
+class _CallableModule(_types.ModuleType):
+    def __call__(self, image, **kwargs):
+        return detect(image, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule
