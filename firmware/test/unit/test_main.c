@@ -1,0 +1,388 @@
+/* Firmware unit tests: protocol framing, encodings, CRC, model table and the whole command set against
+ * the hand-written test model (test/support/tiny_model.c). The same file runs on the host and under QEMU
+ * (test/run_all.sh); it prints one line per failure and a final `N passed, N failed` line. */
+#include <stdint.h>
+#include <string.h>
+
+#include "ee_harness.h"
+#include "ee_protocol.h"
+#include "th_port.h"
+#include "tk_registry.h"
+
+/* ---- tiny test framework: output through th_putc, no libc stdio needed on the target ------------- */
+
+static unsigned passed, failed;
+static const char *current;
+
+static void t_puts(const char *s) {
+    while (*s) th_putc(*s++);
+}
+
+static void t_putu(uint32_t v) {
+    char b[11];
+    int i = 10;
+    b[i] = '\0';
+    do {
+        b[--i] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v);
+    t_puts(b + i);
+}
+
+static int check(int ok, const char *what, int line) {
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        t_puts("FAIL ");
+        t_puts(current);
+        t_puts(" line ");
+        t_putu((uint32_t)line);
+        t_puts(": ");
+        t_puts(what);
+        t_puts("\n");
+    }
+    return ok;
+}
+#define CHECK(cond) check((cond) ? 1 : 0, #cond, __LINE__)
+
+/* ---- reply capture -------------------------------------------------------------------------------- */
+
+static char cap[4096];
+static size_t cap_len;
+
+static void capture_sink(const char *text, size_t n) {
+    if (cap_len + n >= sizeof cap) n = sizeof cap - 1 - cap_len;
+    memcpy(cap + cap_len, text, n);
+    cap_len += n;
+    cap[cap_len] = '\0';
+}
+
+/* Sends `line` + '\n' byte by byte, as the UART would, and returns the captured reply. */
+static const char *send(const char *line) {
+    cap_len = 0;
+    cap[0] = '\0';
+    while (*line) ee_feed(*line++);
+    ee_feed('\n');
+    return cap;
+}
+
+static int count_char(const char *s, char c) {
+    int n = 0;
+    for (; *s; s++) n += (*s == c);
+    return n;
+}
+
+/* One reply line per command, starting with `ok <cmd>` or `err`. */
+static int one_line(const char *r) { return count_char(r, '\n') == 1 && r[strlen(r) - 1] == '\n'; }
+static int starts(const char *r, const char *prefix) { return strncmp(r, prefix, strlen(prefix)) == 0; }
+static int has(const char *r, const char *part) { return strstr(r, part) != NULL; }
+
+/* Value of `key=` in a reply, copied into out. */
+static const char *field(const char *r, const char *key, char *out, size_t cap_out) {
+    char pat[32];
+    const char *p;
+    size_t n = 0;
+    strcpy(pat, " ");
+    strncat(pat, key, sizeof pat - 3);
+    strcat(pat, "=");
+    p = strstr(r, pat);
+    out[0] = '\0';
+    if (!p) return out;
+    p += strlen(pat);
+    while (*p && *p != ' ' && *p != '\n' && n + 1 < cap_out) out[n++] = *p++;
+    out[n] = '\0';
+    return out;
+}
+
+/* ---- reference of the test model (what tiny_model.c must compute) ------------------------------- */
+
+static void tiny_reference(const int8_t *in, int8_t *out) {
+    static const int bias[2] = {3, -5};
+    int i, c;
+    int8_t tmp[32];
+    for (i = 0; i < 16; i++)
+        for (c = 0; c < 2; c++) {
+            int v = 2 * in[i * 2 + c] + bias[c];
+            tmp[i * 2 + c] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+        }
+    for (i = 0; i < 16; i++) {
+        out[i * 2] = tmp[i * 2 + 1];
+        out[i * 2 + 1] = tmp[i * 2];
+    }
+}
+
+static void load_cmd(char *dst, const char *model, uint32_t offset, const int8_t *data, size_t n, uint32_t crc) {
+    char hex[2 * EE_CHUNK_MAX + 1];
+    char num[12];
+    int i = 11;
+    uint32_t v = offset;
+    ee_hex_encode((const uint8_t *)data, n, hex);
+    num[i] = '\0';
+    do {
+        num[--i] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v);
+    strcpy(dst, "load ");
+    strcat(dst, model);
+    strcat(dst, " ");
+    strcat(dst, num + i);
+    strcat(dst, " ");
+    strcat(dst, hex);
+    strcat(dst, " ");
+    {
+        char h[9];
+        int d;
+        for (d = 7; d >= 0; d--, crc >>= 4) h[d] = "0123456789abcdef"[crc & 15];
+        h[8] = '\0';
+        strcat(dst, h);
+    }
+}
+
+static uint32_t hexfield(const char *r, const char *key) {
+    char v[16];
+    uint32_t x = 0;
+    field(r, key, v, sizeof v);
+    if (ee_parse_hex_u32(v, &x) != 0) return 0xFFFFFFFFu;
+    return x;
+}
+
+/* ---- tests ---------------------------------------------------------------------------------------- */
+
+static void test_crc32(void) {
+    current = "crc32";
+    CHECK(ee_crc32(0, "123456789", 9) == 0xCBF43926u);
+    CHECK(ee_crc32(0, "", 0) == 0);
+    /* chained == one shot */
+    CHECK(ee_crc32(ee_crc32(0, "1234", 4), "56789", 5) == 0xCBF43926u);
+}
+
+static void test_hex(void) {
+    uint8_t buf[4];
+    char out[9];
+    const uint8_t data[3] = {0x00, 0xAB, 0x7F};
+    current = "hex";
+    CHECK(ee_hex_decode("00aB7f", buf, sizeof buf) == 3 && buf[1] == 0xAB && buf[2] == 0x7F);
+    CHECK(ee_hex_decode("abc", buf, sizeof buf) == -1);        /* odd */
+    CHECK(ee_hex_decode("zz", buf, sizeof buf) == -1);         /* not hex */
+    CHECK(ee_hex_decode("0011223344", buf, sizeof buf) == -1); /* longer than the buffer */
+    CHECK(ee_hex_decode("", buf, sizeof buf) == 0);
+    ee_hex_encode(data, 3, out);
+    CHECK(strcmp(out, "00ab7f") == 0);
+}
+
+static void test_numbers(void) {
+    uint32_t v = 0;
+    current = "numbers";
+    CHECK(ee_parse_u32("0", &v) == 0 && v == 0);
+    CHECK(ee_parse_u32("4294967295", &v) == 0 && v == 4294967295u);
+    CHECK(ee_parse_u32("4294967296", &v) == -1);
+    CHECK(ee_parse_u32("", &v) == -1);
+    CHECK(ee_parse_u32("-1", &v) == -1);
+    CHECK(ee_parse_u32("12a", &v) == -1);
+    CHECK(ee_parse_hex_u32("0xCBF43926", &v) == 0 && v == 0xCBF43926u);
+    CHECK(ee_parse_hex_u32("123456789", &v) == -1); /* 9 digits */
+    CHECK(ee_parse_hex_u32("0x", &v) == -1);
+}
+
+static void test_split(void) {
+    char line[64];
+    char *argv[4];
+    current = "split";
+    strcpy(line, "  infer   tiny 3 ");
+    CHECK(ee_split(line, argv, 4) == 3 && strcmp(argv[0], "infer") == 0 && strcmp(argv[2], "3") == 0);
+    strcpy(line, "a b c d e");
+    CHECK(ee_split(line, argv, 4) == -1);
+    strcpy(line, "   ");
+    CHECK(ee_split(line, argv, 4) == 0);
+}
+
+static void test_framing(void) {
+    ee_line_t l;
+    size_t i;
+    ee_line_status_t s = EE_LINE_PENDING;
+    current = "framing";
+    ee_line_reset(&l);
+    for (i = 0; i < 5; i++) s = ee_line_feed(&l, "info\r"[i]);
+    CHECK(s == EE_LINE_PENDING);
+    CHECK(ee_line_feed(&l, '\n') == EE_LINE_READY && strcmp(l.buf, "info") == 0);
+    for (i = 0; i < 3 * EE_LINE_MAX; i++) s = ee_line_feed(&l, 'x');
+    CHECK(s == EE_LINE_PENDING && l.len == EE_LINE_MAX - 1);
+    CHECK(ee_line_feed(&l, '\n') == EE_LINE_OVERFLOW);
+    /* the next line is clean again */
+    ee_line_feed(&l, 'o');
+    ee_line_feed(&l, 'k');
+    CHECK(ee_line_feed(&l, '\n') == EE_LINE_READY && strcmp(l.buf, "ok") == 0);
+    ee_line_feed(&l, 'a');
+    ee_line_feed(&l, (char)0x00);
+    CHECK(ee_line_feed(&l, '\n') == EE_LINE_BINARY);
+}
+
+static void test_model_table(void) {
+    uint32_t i;
+    current = "model_table";
+    CHECK(tk_model_count == 2);
+    CHECK(tk_models[tk_model_count] == NULL);
+    for (i = 0; i < tk_model_count; i++) {
+        const tk_model_t *m = tk_models[i];
+        CHECK(m->name && m->invoke);
+        CHECK(m->input_size == (uint32_t)(m->input_shape[0] * m->input_shape[1] * m->input_shape[2] *
+                                          m->input_shape[3]));
+    }
+}
+
+static void test_commands(void) {
+    const char *r;
+    char v[64];
+    char line[EE_LINE_MAX];
+    int8_t in[32], expect[32], got[32];
+    uint8_t buf[EE_CHUNK_MAX];
+    int i;
+    current = "commands";
+    ee_init();
+    ee_set_sink(capture_sink);
+
+    r = send("name");
+    CHECK(one_line(r) && starts(r, "ok name fw=tinyml-bench proto=1 board="));
+    r = send("info");
+    CHECK(one_line(r) && starts(r, "ok info") && has(r, " models=2 ") && has(r, " names=tiny,huge"));
+    CHECK(strcmp(field(r, "timer", v, sizeof v), th_timer_unit()) == 0);
+    r = send("model tiny");
+    CHECK(one_line(r) && has(r, " input=32 ") && has(r, " in_shape=1x4x4x2 ") && has(r, " in_zp=-1"));
+    CHECK(has(r, " in_scale=3f000000 ")); /* 0.5f */
+    r = send("model 1");
+    CHECK(has(r, " name=huge "));
+
+    /* errors are replies, one line each */
+    r = send("frobnicate");
+    CHECK(one_line(r) && starts(r, "err unknown_command"));
+    r = send("");
+    CHECK(one_line(r) && starts(r, "err syntax"));
+    r = send("a b c d e f g h i j");
+    CHECK(one_line(r) && starts(r, "err syntax"));
+    r = send("model nosuch");
+    CHECK(starts(r, "err unknown_model"));
+    r = send("results");
+    CHECK(starts(r, "err no_output"));
+    r = send("timing");
+    CHECK(starts(r, "err no_timing"));
+    r = send("infer tiny 1");
+    CHECK(starts(r, "err no_input"));
+    r = send("infer tiny 0");
+    CHECK(starts(r, "err bad_number"));
+    r = send("infer huge 1");
+    CHECK(starts(r, "err nomem"));
+
+    /* load in two chunks, with a bad CRC and an out-of-order chunk in between */
+    for (i = 0; i < 32; i++) in[i] = (int8_t)(i * 9 - 100);
+    load_cmd(line, "tiny", 0, in, 20, ee_crc32(0, in, 20) ^ 1u);
+    r = send(line);
+    CHECK(starts(r, "err bad_crc"));
+    load_cmd(line, "tiny", 0, in, 20, ee_crc32(0, in, 20));
+    r = send(line);
+    CHECK(one_line(r) && starts(r, "ok load") && has(r, " have=20 total=32"));
+    load_cmd(line, "tiny", 24, in + 24, 8, ee_crc32(0, in + 24, 8));
+    r = send(line);
+    CHECK(starts(r, "err order") && has(r, "offset 20"));
+    r = send("infer tiny 1");
+    CHECK(starts(r, "err no_input"));
+    load_cmd(line, "tiny", 20, in + 20, 16, ee_crc32(0, in + 20, 16)); /* runs past the end */
+    r = send(line);
+    CHECK(starts(r, "err range"));
+    load_cmd(line, "tiny", 20, in + 20, 12, ee_crc32(0, in + 20, 12));
+    r = send(line);
+    CHECK(has(r, " have=32 total=32"));
+    r = send("load tiny 0 0g 0");
+    CHECK(starts(r, "err bad_hex"));
+
+    /* infer, then read the output back in two chunks and compare with the reference */
+    tiny_reference(in, expect);
+    r = send("infer tiny 3");
+    CHECK(one_line(r) && starts(r, "ok infer model=tiny") && has(r, " n=3 "));
+    CHECK(hexfield(r, "crc") == ee_crc32(0, expect, 32));
+    r = send("results");
+    CHECK(has(r, " total=32 ") && hexfield(r, "crc") == ee_crc32(0, expect, 32));
+    r = send("results 0 16");
+    CHECK(ee_hex_decode(field(r, "data", line, sizeof line), buf, sizeof buf) == 16);
+    memcpy(got, buf, 16);
+    CHECK(hexfield(r, "crc") == ee_crc32(0, buf, 16));
+    r = send("results 16 16");
+    CHECK(ee_hex_decode(field(r, "data", line, sizeof line), buf, sizeof buf) == 16);
+    memcpy(got + 16, buf, 16);
+    CHECK(memcmp(got, expect, 32) == 0);
+    r = send("results 16 17");
+    CHECK(starts(r, "err range"));
+    r = send("results 0 257");
+    CHECK(starts(r, "err range"));
+    r = send("timing");
+    CHECK(one_line(r) && has(r, " n=3 ") && has(r, " model=tiny"));
+
+    /* a failing invoke is an error reply, and leaves no output to read */
+    in[0] = 127;
+    in[1] = -128;
+    load_cmd(line, "tiny", 0, in, 32, ee_crc32(0, in, 32));
+    r = send(line);
+    CHECK(starts(r, "ok load"));
+    r = send("infer tiny 2");
+    CHECK(starts(r, "err model_failed") && has(r, "returned 7"));
+    r = send("results");
+    CHECK(starts(r, "err no_output"));
+
+    /* self-test: built-in input, output CRC must match the reference on the same input */
+    ee_selftest_input(in, 32);
+    tiny_reference(in, expect);
+    r = send("selftest tiny");
+    CHECK(one_line(r) && hexfield(r, "crc") == ee_crc32(0, expect, 32));
+    r = send("selftest");
+    CHECK(one_line(r) && starts(r, "err nomem")); /* `huge` cannot run: the whole self-test says so */
+
+    /* an oversize line gets exactly one error reply, and the link works afterwards */
+    cap_len = 0;
+    for (i = 0; i < 2000; i++) ee_feed('7');
+    ee_feed('\n');
+    CHECK(one_line(cap) && starts(cap, "err overflow"));
+    r = send("name");
+    CHECK(starts(r, "ok name"));
+    ee_set_sink(NULL);
+}
+
+#if defined(__arm__)
+/* Under QEMU -icount shift=0 each instruction advances virtual time 1 ns; SysTick counts the 25 MHz
+ * board clock, so a known instruction count gives the tick/instruction ratio the benchmark reports. */
+static void test_icount_ratio(void) {
+    uint64_t t0, t1;
+    uint32_t n = 1000000u; /* iterations of a 2-instruction loop: 2,000,000 instructions */
+    current = "icount_ratio";
+    if (strcmp(th_timer_unit(), "icount_ticks") != 0) return;
+    t0 = th_timer_read();
+    __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(n) : : "cc");
+    t1 = th_timer_read();
+    t_puts("icount calibration: ");
+    t_putu((uint32_t)(t1 - t0));
+    t_puts(" ticks for 2000000 instructions\n");
+    CHECK(t1 - t0 >= 49000u && t1 - t0 <= 51000u); /* 2e6 ns at 25 MHz = 50000 ticks */
+}
+#endif
+
+int main(void) {
+    th_init();
+    test_crc32();
+    test_hex();
+    test_numbers();
+    test_split();
+    test_framing();
+    test_model_table();
+    test_commands();
+#if defined(__arm__)
+    test_icount_ratio();
+#endif
+    t_puts("firmware unit tests on ");
+    t_puts(th_board_name());
+    t_puts(": ");
+    t_putu(passed);
+    t_puts(" passed, ");
+    t_putu(failed);
+    t_puts(" failed\n");
+    th_exit(failed ? 1 : 0);
+    return 0;
+}

@@ -1,0 +1,125 @@
+"""The benchmark firmware: unit tests on the host and under QEMU, protocol robustness against the built
+program, the fuzz harness, the STM32H743 bare-metal image, and the reproducible model registry."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from toolkit.bench import firmware, pio
+
+QEMU = ["qemu-system-arm", "-display", "none", "-monitor", "none", "-serial", "stdio",
+        "-icount", "shift=0,align=off,sleep=off", "-semihosting-config", "enable=on,target=native"]
+RESULT = re.compile(r"firmware unit tests on (\S+): (\d+) passed, (\d+) failed")
+
+
+def _unit_result(cmd) -> tuple[str, int, int, str]:
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    m = RESULT.search(proc.stdout)
+    assert m, f"no result line (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return m.group(1), int(m.group(2)), int(m.group(3)), proc.stdout
+
+
+def test_unit_tests_native(bench_firmware_dir):
+    program = pio.build("test_native", fw_dir=bench_firmware_dir)
+    board, passed, failed, out = _unit_result([str(program)])
+    assert board == "native" and failed == 0 and passed >= 70, out
+
+
+@pytest.mark.parametrize("env, machine", [("test_qemu_m4", "mps2-an386"), ("test_qemu_m7", "mps2-an500")])
+def test_unit_tests_qemu(bench_firmware_dir, env, machine):
+    elf = pio.build(env, fw_dir=bench_firmware_dir)
+    board, passed, failed, out = _unit_result(QEMU + ["-M", machine, "-kernel", str(elf)])
+    assert board == env.removeprefix("test_").replace("_", "-") and failed == 0 and passed >= 70, out
+    # the tick/instruction ratio the bench report relies on (1 tick = 40 instructions)
+    ticks = int(re.search(r"icount calibration: (\d+) ticks for 2000000 instructions", out).group(1))
+    assert abs(ticks - 50000) <= 10  # + the few instructions of the timer reads
+
+
+def _native_link(fw_dir):
+    from toolkit.bench import transport
+
+    return transport.open_native(pio.build("native", fw_dir=fw_dir), timeout=5)
+
+
+def test_protocol_rejects_bad_frames_and_keeps_working(bench_firmware_dir):
+    """Garbage over the real program's stdin: one error line per bad frame, then normal service."""
+    from toolkit.bench.protocol import ProtocolError
+
+    with _native_link(bench_firmware_dir) as link:
+        port = link.port
+        frames = [b"x" * 5000, b"\x00\xff\x01binary", b"load", b"infer a b c d e f g h i j", b"results -1 5",
+                  b"load m 0 abc 0", b"selftest nosuch", b"\xc3\xa9t\xc3\xa9", b"model 99999999999"]
+        for f in frames:
+            port.write(f + b"\n")
+            line = link._read_line(5)
+            assert line.startswith("err "), (f[:20], line)
+        assert link.command("name").fields["fw"] == "tinyml-bench"
+        with pytest.raises(ProtocolError) as e:
+            link.command("infer nosuch 1")
+        assert e.value.code == "unknown_model"
+        info = link.command("info").fields
+        assert info["timer"] == "ns" and int(info["line_max"]) == 639 and int(info["chunk_max"]) == 256
+
+
+def test_fuzz_harness_runs_clean_under_sanitizers(tmp_path):
+    """The random-frame fuzz driver under ASan+UBSan (run_all.sh runs libFuzzer longer when clang has it)."""
+    fw = pio.FIRMWARE_DIR
+    exe = tmp_path / "fuzz"
+    srcs = ["src/ee_harness.c", "src/ee_protocol.c", "src/port/port_native.c", "test/support/tiny_model.c",
+            "test/fuzz/fuzz_protocol.c"]
+    subprocess.run(["gcc", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    "-DTK_FUZZ_STANDALONE", "-DTH_NATIVE_POOL_BYTES=65536", "-Isrc", "-Ilib/tkengine/include",
+                    *srcs, "-o", str(exe)], cwd=fw, check=True)
+    proc = subprocess.run([str(exe), "3"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frames = int(re.search(r"fuzz: (\d+) frames tried", proc.stdout).group(1))
+    assert frames > 10000
+
+
+@pytest.mark.skipif(not shutil.which("arm-none-eabi-gcc"), reason="arm-none-eabi-gcc not installed")
+def test_stm32h743_bare_metal_image_links(tmp_path):
+    """The NUCLEO-H743ZI image (own startup + linker script) links: vectors at the flash base, data in
+    DTCM, the pool spanning AXI SRAM. (Flashing needs the board; PlatformIO's ststm32 builds the same.)"""
+    fw = pio.FIRMWARE_DIR
+    elf = tmp_path / "h743.elf"
+    flags = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-O2", "-ffunction-sections",
+             "-fdata-sections", "-Isrc", "-Ilib/tkengine/include"]
+    srcs = ["src/main.c", "src/ee_harness.c", "src/ee_protocol.c", "src/port/port_stm32h7.c",
+            "src/port/cortexm_common.c", "test/support/tiny_model.c"]
+    subprocess.run(["arm-none-eabi-gcc", *flags, *srcs, "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
+                    "-Wl,--gc-sections", "-Lld", "-Tld/stm32h743.ld", "-o", str(elf)], cwd=fw, check=True)
+    syms = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True, check=True).stdout
+    addr = {s.split()[2]: int(s.split()[0], 16) for s in syms.splitlines() if len(s.split()) == 3}
+    assert addr["tk_vectors"] == 0x08000000
+    assert addr["__pool_start"] == 0x24000000 and addr["__pool_end"] == 0x24080000
+    assert 0x20000000 <= addr["__stack_top"] <= 0x20020000
+
+
+def test_registry_lists_complete_exports_only(tmp_path):
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    (gen / "toolkit.json").write_text(json.dumps({"stage": "exported", "models": {
+        "beta": {"source": "b.onnx"}, "alpha": {"source": "a.onnx"}, "half": {"source": "h.onnx"}}}))
+    for name, complete in (("beta", True), ("alpha", True), ("half", False)):
+        (gen / f"{name}.h").write_text("")
+        if complete:
+            (gen / f"{name}.c").write_text("")
+    assert firmware.write_registry(gen) == ["alpha", "beta"]
+    text = (gen / "models.c").read_text()
+    assert '#include "alpha.h"' in text and "{&alpha_model, &beta_model, NULL}" in text
+    assert "tk_model_count = 2;" in text and "half" not in text
+    before = (gen / "models.c").stat().st_mtime_ns
+    firmware.write_registry(gen)  # unchanged content: file untouched, so no rebuild
+    assert (gen / "models.c").stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match="no exported model 'gamma'"):
+        firmware.resolve_exported("gamma", fw_dir=tmp_path)
+
+
+def test_repository_registry_matches_generated_folder():
+    """firmware/generated/models.c is exactly what the toolkit writes for the exports checked in."""
+    gen = firmware.GENERATED_DIR
+    assert (gen / "models.c").read_text() == firmware.registry_source(firmware.exported_models(gen))
