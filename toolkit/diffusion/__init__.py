@@ -10,4 +10,34 @@ object with:
         visible  (B,7) bool
       returns (B,3,S,S) in [-1, 1]; known pixels equal the input (RePaint-style replacement at the end).
 A distilled student run implements the same contract, so `toolkit anonymize --model STUDENT_RUN` works.
+
+The teacher also accepts, as keyword arguments of `inpaint`: seed (int: image i uses seed+i, or one seed per
+image, so results do not depend on batch composition), scheduler ("ddim" | "ddpm" | "dpm"), steps, cfg_scale
+(classifier-free guidance; 1 = plain conditional), rg_weight (reconstruction guidance; 0 = off), repaint
+(bool), eta (DDIM), return_info (also return per-image "known_error"), progress, max_batch. Unknown keys raise
+ValueError. The teacher additionally has `.manifest` (its toolkit.json) and `.defaults` (sampling defaults).
 """
+
+from toolkit.artifacts import ArtifactError, read_manifest
+
+# Stages whose artifacts implement the contract above.
+INPAINTER_STAGES = ("teacher", "student")
+
+
+def load_inpainter(run_dir, device=None):
+    """The inpainter of a `teacher` or `student` run directory (see the contract above).
+
+    Reads `toolkit.json` and dispatches on its stage; anything else is an ArtifactError naming what it found.
+    `device`: torch device string (default: CUDA when present, else CPU).
+    """
+    manifest = read_manifest(run_dir, expect_stage=INPAINTER_STAGES)
+    if manifest["stage"] == "student":
+        from toolkit.distill import load_student_inpainter  # lazy: the distill stage is optional
+
+        return load_student_inpainter(run_dir)
+    from toolkit.diffusion.sampling import TeacherInpainter
+
+    return TeacherInpainter.from_run(run_dir, manifest, device=device)
+
+
+__all__ = ["ArtifactError", "INPAINTER_STAGES", "load_inpainter"]

@@ -32,6 +32,10 @@ def _fmt(value, pattern):
     return pattern.format(value)
 
 
+def _json_default(value):
+    return str(value) if isinstance(value, Path) else float(value)
+
+
 def markdown_table(summary: dict) -> str:
     lines = ["| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
@@ -98,7 +102,8 @@ def write_report(out_dir, rows, summary, samples, errors, settings) -> dict:
     plots = _plots(summary, out) if summary else []
     table = markdown_table(summary)
     result = {"settings": settings, "summary": summary, "errors": errors, "faces": rows}
-    (out / "eval.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    # numpy numbers become floats, paths strings; inf stays JSON's Infinity (PSNR of identical pixels)
+    (out / "eval.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
 
     md = ["# Anonymization evaluation", "", f"Images: {len(samples)} evaluated, {len(errors)} problems. "
           f"Settings: `{json.dumps(settings, default=str)}`", "", table, "",
