@@ -1,0 +1,1 @@
+"""Deployment: int8 quantization (`toolkit quantize`) and C code generation (`toolkit export`)."""
