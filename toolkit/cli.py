@@ -25,9 +25,8 @@ VERBS = {
     "bench": ("toolkit.bench.cli", "run a model on a board or QEMU and collect timings"),
     "demo": ("toolkit.demo", "run the whole chain on the bundled real photos (resumable)"),
     "eval": ("toolkit.eval.cli", "measure identity leak, keypoint preservation and realism per method"),
+    "pose": ("toolkit.pose.cli", "train / evaluate the tiny MCU pose estimator on anonymized images"),
 }
-
-
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
@@ -43,22 +42,9 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         if name != verb:
             sub.add_parser(name, help=help_text)
             continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if not (exc.name or "").startswith("toolkit"):
-                raise
-            # Stage not built in this version: keep the verb listed, say so when used.
-            p = sub.add_parser(name, help=f"{help_text} (not available in this build)")
-            p.set_defaults(func=lambda args, v=name: _unavailable(v))
-            continue
+        module = importlib.import_module(module_name)
         module.register(sub)
     return parser
-
-
-def _unavailable(verb: str) -> int:
-    print(f"toolkit {verb}: this stage is not available in this build", file=sys.stderr)
-    return 2
 
 
 def main(argv=None) -> int:

@@ -128,7 +128,6 @@ def evaluate_against_teacher(teacher, students: dict, dataset, n_faces: int = 16
     if n == 0:
         raise ValueError("evaluation set is empty")
     detect = _detector()
-    S = dataset.size
     t_rows = {"kp_detected_error": [], "kp_detected": []}
     s_rows = {k: {"psnr_db": [], "ssim": [], "kp_patch_psnr_db": [], "kp_detected_error": [], "kp_detected": []}
               for k in students}
