@@ -40,7 +40,8 @@ def _stages(out: Path, size: dict):
     return [
         ("assets", ["assets", "fetch"], None),
         ("photos", None, photos),
-        ("dataset", ["data", "build", "--images", str(photos), "--out", str(data), "--size", "64", "--quiet"], data),
+        ("dataset", ["data", "build", "--images", str(photos), "--out", str(data), "--size", "64",
+                     "--min-face", "12", "--quiet"], data),
         ("teacher", ["train", "--data", str(data), "--preset", "tiny32", "--out", str(teacher),
                      "--max-steps", str(size["train_steps"]), "--checkpoint-every", "100"], teacher),
         ("anonymize-teacher", ["anonymize", str(photos), "--out", str(out / "anonymized-teacher"),

@@ -1,0 +1,84 @@
+"""`toolkit pose train|eval`: the microcontroller pose estimator (see toolkit/pose/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pose",
+        help="train / evaluate the tiny pose estimator on anonymized images",
+        description="A conv-only heatmap pose estimator (96x96 RGB -> the 7 FDF keypoints, <= 250k parameters) "
+                    "distilled from the BlazePose teacher. Training images are anonymized first (the labels "
+                    "come from the ORIGINAL images); evaluation is against the teacher on original images.",
+    )
+    sub = p.add_subparsers(dest="pose_command", metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    t = sub.add_parser("train", help="train a pose model on (anonymized) images", formatter_class=fmt,
+                       description="Label every person of the images with the BlazePose teacher, anonymize the "
+                                   "images with --method (faces of images that cannot be fully anonymized are "
+                                   "never used), and train the pose model on augmented crops. Writes a "
+                                   "'pose' artifact (config.json + safetensors + toolkit.json) that "
+                                   "`toolkit quantize` accepts.")
+    t.add_argument("--images", required=True, metavar="DIR", help="folder of training photos (searched recursively)")
+    t.add_argument("--out", required=True, metavar="RUN", help="new directory for the pose run")
+    t.add_argument("--method", choices=("ddpm", "blur", "pixelate", "mask", "original"), default=None,
+                   help="how training images are anonymized (default: ddpm, which needs --model; 'original' "
+                        "trains on the raw faces)")
+    t.add_argument("--model", default=None, metavar="TEACHER_RUN",
+                   help="teacher or student run that generates the replacement faces (--method ddpm)")
+    t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    t.add_argument("--size", type=int, default=96, help="model input size (pixels, divisible by 16)")
+    t.add_argument("--preset", default="mcu96", help="architecture preset: mcu96 (~230k params) or tiny")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--anonymize-steps", type=int, default=None, metavar="N",
+                   help="sampling steps of the face generator (default: the run's own)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval", help="PCK / OKS of a pose model against the teacher on original images",
+                       formatter_class=fmt)
+    e.add_argument("--images", required=True, metavar="DIR", help="folder of ORIGINAL photos (held out from training)")
+    e.add_argument("--model", required=True, metavar="RUN", help="pose run directory (`toolkit pose train --out`)")
+    e.add_argument("--views", type=int, default=4, help="views per person (1 = only the centred view)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=run_eval)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def run_train(args) -> int:
+    from toolkit.pose.train import TrainSettings, train_pose
+
+    if args.size % 16 or args.size < 32:
+        raise ValueError(f"--size must be a multiple of 16 and >= 32, got {args.size}")
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             preset=args.preset, size=args.size, threads=args.threads)
+    sampling = {"steps": args.anonymize_steps} if args.anonymize_steps else None
+    m = train_pose(args.images, args.out, method=args.method, model_run=args.model, settings=settings,
+                   sampling=sampling, progress=not args.no_progress)
+    print(f"wrote {args.out}: pose model ({m['params']:,} parameters, {m['macs']:,} MACs per frame), trained on "
+          f"{m['data']['people']} people from {m['data']['images_used']} '{m['method']}' image(s); "
+          f"loss {m['training']['loss_first']:.3f} -> {m['training']['loss_last']:.3f}")
+    return 0
+
+
+def run_eval(args) -> int:
+    from toolkit.pose.evaluate import evaluate_pose, format_report
+
+    if args.views < 1:
+        raise ValueError("--views must be >= 1")
+    report = evaluate_pose(args.images, args.model, views_per_person=args.views, seed=args.seed,
+                           progress=not args.no_progress)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0

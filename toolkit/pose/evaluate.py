@@ -1,0 +1,108 @@
+"""Evaluating a pose model against the teacher (BlazePose via `toolkit.detect`) on ORIGINAL images.
+
+Each labelled person of each image gives `views_per_person` 96x96 views (the centred canonical view plus
+seeded random ones drawn like the training augmentation), so the figures are deterministic and also probe
+robustness to framing. A keypoint counts where the teacher saw it and it lies inside the view.
+
+  PCK@a     fraction of keypoints within a * person size of the teacher (person size: the larger of face box
+            side and shoulder width, see toolkit.pose.data)
+  OKS       COCO-style object keypoint similarity, exp(-d^2 / (2 (s k_i)^2)) averaged over keypoints, with
+            s = person size and k_i = 2 * COCO sigma_i (an "OKS-like" figure: COCO's s is sqrt(area))
+  error     mean distance / person size
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toolkit.keypoints import NAMES
+from toolkit.pose import data as D
+from toolkit.pose.model import PoseNet, decode_heatmaps
+
+# COCO keypoint sigmas of nose, eyes, ears, shoulders.
+COCO_SIGMAS = np.array([0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079])
+PCK_ALPHA = 0.2
+
+
+@torch.no_grad()
+def predict(net: PoseNet, images_uint8: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints (n, 7, 2) in view px and peak confidences (n, 7) for (n, S, S, 3) uint8 views."""
+    net.eval()
+    pts, peaks = [], []
+    for i in range(0, len(images_uint8), batch_size):
+        p, c = decode_heatmaps(net(D.to_model_input(images_uint8[i:i + batch_size])), net.stride)
+        pts.append(p), peaks.append(c)
+    return np.concatenate(pts), np.concatenate(peaks)
+
+
+def keypoint_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, ref: np.ndarray,
+                     alpha: float = PCK_ALPHA) -> dict:
+    """PCK@alpha, OKS-like score and normalized error over the keypoints where `mask` (n, 7) is True."""
+    d = np.linalg.norm(pred - target, axis=-1) / ref[:, None]  # distance in person sizes
+    n = int(mask.sum())
+    if n == 0:
+        raise ValueError("no teacher keypoints to evaluate against (no usable person in the images?)")
+    oks = np.exp(-(d**2) / (2 * (2 * COCO_SIGMAS[None, :]) ** 2))
+    per_kp = {name: (float((d[:, k] <= alpha)[mask[:, k]].mean()) if mask[:, k].any() else None)
+              for k, name in enumerate(NAMES)}
+    return {
+        f"pck@{alpha:g}": float((d <= alpha)[mask].mean()),
+        "pck@0.1": float((d <= 0.1)[mask].mean()),
+        "oks": float(oks[mask].mean()),
+        "mean_error": float(d[mask].mean()),
+        "keypoints": n,
+        "per_keypoint_pck": per_kp,
+    }
+
+
+def evaluate_regions(net: PoseNet, regions: D.Regions, views_per_person: int = 4, seed: int = 0) -> dict:
+    imgs, kps, vis, refs, _ = D.eval_views(regions, views_per_person, seed, net.resolution)
+    inside = (kps[..., 0] >= 0) & (kps[..., 0] < net.resolution) & (kps[..., 1] >= 0) & (kps[..., 1] < net.resolution)
+    pred, _ = predict(net, imgs)
+    return {**keypoint_metrics(pred, kps, vis & inside, refs), "people": len(regions), "views": len(imgs)}
+
+
+def original_regions(paths, people: dict | None = None, progress: bool = True) -> tuple[D.Regions, dict]:
+    """Regions of the teacher-labelled people of the ORIGINAL images (and the detections, for reuse)."""
+    from toolkit.images import load_rgb
+
+    people = D.people_for(paths, people, progress)
+    labels = D.teacher_labels(people)
+    images = {k: load_rgb(k) for k, v in labels.items() if v}
+    return D.build_regions(images, labels), people
+
+
+def load_pose_model(run) -> tuple[PoseNet, dict]:
+    """The PoseNet of a `toolkit pose train` run and its manifest (any other artifact is refused clearly)."""
+    from toolkit.artifacts import read_manifest
+    from toolkit.pose.train import STAGE
+
+    manifest = read_manifest(run, expect_stage=STAGE)
+    return PoseNet.from_pretrained(run), manifest
+
+
+def evaluate_pose(images, model_run, views_per_person: int = 4, seed: int = 0, people: dict | None = None,
+                  progress: bool = True) -> dict:
+    """`toolkit pose eval`: the metrics of `model_run` on the original images of `images` (a folder or file)."""
+    net, manifest = load_pose_model(model_run)
+    paths = D.list_image_files(images)
+    regions, _ = original_regions(paths, people, progress)
+    if len(regions) == 0:
+        raise ValueError(f"--images {images}: the teacher found no usable person to evaluate against "
+                         f"({len(paths)} image(s))")
+    metrics = evaluate_regions(net, regions, views_per_person, seed)
+    return {"model": str(Path(model_run)), "method": manifest.get("method"), "images": len(paths),
+            "views_per_person": views_per_person, "seed": seed, **metrics}
+
+
+def format_report(r: dict) -> str:
+    lines = [f"pose model {r['model']} (trained on {r.get('method')} images) vs the BlazePose teacher",
+             f"  {r['images']} original image(s), {r['people']} people, {r['views']} views, {r['keypoints']} keypoints",
+             f"  PCK@0.2 {r['pck@0.2']:.3f}   PCK@0.1 {r['pck@0.1']:.3f}   OKS {r['oks']:.3f}   "
+             f"mean error {r['mean_error']:.3f} person sizes"]
+    lines.append("  per keypoint PCK@0.2: " + ", ".join(
+        f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in r["per_keypoint_pck"].items()))
+    return "\n".join(lines)
