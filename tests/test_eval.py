@@ -27,6 +27,7 @@ def test_eval_reports_sane_figures_per_method(tmp_path, eval_images, tiny_teache
     result = json.loads((out / "eval.json").read_text())
     summary = result["summary"]
     assert summary["blur"]["faces"] == summary["mask"]["faces"] == summary["ddpm"]["faces"] >= 3
+    assert summary["mask"]["identity_faces"] == summary["mask"]["faces"]  # portraits: all faces big enough
     # A light blur (sigma 1 px) leaves the person recognizable; a solid mask does not.
     assert summary["blur"]["unrecognized_share"] < 0.5
     assert summary["mask"]["unrecognized_share"] == 1.0

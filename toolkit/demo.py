@@ -36,10 +36,11 @@ def register(sub):
 def _stages(out: Path, size: dict):
     photos, data, teacher = out / "photos", out / "dataset", out / "teacher"
     student, quant, export = out / "student", out / "student-int8", out / "export"
+    firmware = out / "firmware"  # the demo builds its own copy, so the repository's firmware/ stays clean
     teacher_flags = ["--steps", str(size["teacher_steps"])]
     return [
         ("assets", ["assets", "fetch"], None),
-        ("photos", None, photos),
+        ("photos", _copy_photos, photos),
         ("dataset", ["data", "build", "--images", str(photos), "--out", str(data), "--size", "64",
                      "--min-face", "12", "--quiet"], data),
         ("teacher", ["train", "--data", str(data), "--preset", "tiny32", "--out", str(teacher),
@@ -54,15 +55,24 @@ def _stages(out: Path, size: dict):
         ("quantize", ["quantize", "--model", str(student), "--target", TARGET, "--out", str(quant),
                       "--qat-steps", str(size["qat_steps"])], quant),
         ("export", ["export", "--model", str(quant), "--target", TARGET, "--out", str(export)], export),
+        ("firmware", _copy_firmware, firmware),
         ("bench", ["bench", "--board", BENCH_BOARD, "--model", str(quant), "-n", str(size["bench_runs"]),
-                   "--out", str(out / "bench" / "results.json")], out / "bench"),
+                   "--firmware-dir", str(firmware), "--out", str(out / "bench" / "results.json")], out / "bench"),
         ("eval", ["eval", "--images", str(photos), "--methods", "ddpm,student,blur,pixelate,mask",
                   "--teacher", str(teacher), "--student", str(student), *teacher_flags,
                   "--out", str(out / "eval")], out / "eval"),
     ]
 
 
+def _copy_firmware(dest: Path):
+    """copy the firmware project (built and run by the bench stage)"""
+    from toolkit.bench.firmware import copy_project
+
+    copy_project(dest)
+
+
 def _copy_photos(dest: Path):
+    """copy the bundled sample photos (the inputs are never touched)"""
     from toolkit import assets
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -81,24 +91,23 @@ def run(args) -> int:
     size = SIZES["fast" if args.fast else "default"]
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
     stages = _stages(out, size)
-    for i, (name, argv, target) in enumerate(stages, 1):
+    for i, (name, action, target) in enumerate(stages, 1):
         marker = done_dir / name
         if marker.exists():
             print(f"[{i}/{len(stages)}] {name}: done earlier, skipped")
             continue
-        resumable = name == "teacher" and target is not None and (target / "checkpoints").exists()
+        resumable = name == "teacher" and (target / "checkpoints").exists()
         if target is not None and target.exists() and not resumable:
             shutil.rmtree(target)  # a half-written stage output is redone from scratch
-        if argv is not None and resumable:
-            argv = argv + ["--resume"]
-        print(f"[{i}/{len(stages)}] {name}: " + ("toolkit " + " ".join(argv) if argv else "copy sample photos"),
-              flush=True)
         start = time.perf_counter()
-        if argv is None:
-            _copy_photos(target)
+        if callable(action):
+            print(f"[{i}/{len(stages)}] {name}: {action.__doc__}", flush=True)
+            action(target)
             rc = 0
         else:
-            rc = toolkit_main(argv)
+            action = action + ["--resume"] if resumable else action
+            print(f"[{i}/{len(stages)}] {name}: toolkit " + " ".join(action), flush=True)
+            rc = toolkit_main(action)
         if rc != 0:
             print(f"demo: stage '{name}' failed (exit {rc}); fix the cause and run the same command again "
                   "to resume from this stage", file=sys.stderr)
@@ -119,8 +128,17 @@ def _write_summary(out: Path, timings: dict):
               "- Generated C code: `export/`", "- On-device (QEMU) benchmark: `bench/`"]
     bench = out / "bench" / "results.json"
     if bench.exists():
-        lines += ["", "## QEMU benchmark", "", "```", bench.read_text()[:2000], "```"]
-    report = out / "eval" / "report.md"
-    if report.exists():
-        lines += ["", "## Evaluation", ""] + report.read_text().splitlines()[2:12]
+        summary = json.loads(bench.read_text())["summary"]
+        lines += ["", f"## On-device benchmark ({BENCH_BOARD}, unit: {summary['unit']})", "",
+                  f"Every output bit-exact with the host int8 reference: {summary['all_bit_exact']}", "",
+                  "| model | MACs | mean per inference | instructions / MAC |", "|---|---|---|---|"]
+        for model, fig in summary["models"].items():
+            lines.append(f"| {model} | {fig['macs']:,} | {fig['mean_per_inference']:,.0f} | "
+                         f"{fig.get('instructions_per_mac', float('nan')):.2f} |")
+    evaluation = out / "eval" / "eval.json"
+    if evaluation.exists():
+        from toolkit.eval.report import markdown_table
+
+        lines += ["", "## Evaluation (details, grids and plots: eval/report.html)", "",
+                  markdown_table(json.loads(evaluation.read_text())["summary"])]
     (out / "README.md").write_text("\n".join(lines) + "\n")

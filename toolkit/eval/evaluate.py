@@ -20,6 +20,9 @@ MODEL_METHODS = {"ddpm": "teacher", "student": "student", "student-int8": "quant
 BASELINE_METHODS = ("blur", "pixelate", "mask")
 ALL_METHODS = tuple(MODEL_METHODS) + BASELINE_METHODS
 FACE_CROP_SIZE = 128  # FID and the report grid look at face crops of this size
+# dlib's ResNet embeds 150 px aligned face chips; below ~40 px its distances say nothing about identity
+# (a solid mask on a 15 px face can still come out "the same person"), so such faces get no identity figure.
+MIN_IDENTITY_FACE_PX = 40
 
 
 @dataclass
@@ -31,7 +34,9 @@ class MethodSpec:
 
 
 def method_specs(names, *, teacher=None, student=None, quantized=None, sampling=None, blur_sigma=None):
-    """Resolve method names to anonymize settings, loading each model once; clear error if one is missing."""
+    """Resolve method names to anonymize settings, loading each model once; clear error if one is missing.
+
+    `sampling` (steps, cfg_scale, rg_weight) applies to the teacher (method ddpm) only."""
     models = {"ddpm": teacher, "student": student, "student-int8": quantized}
     specs = []
     for name in names:
@@ -45,7 +50,9 @@ def method_specs(names, *, teacher=None, student=None, quantized=None, sampling=
         if run is None:
             flag = {"ddpm": "--teacher", "student": "--student", "student-int8": "--quantized"}[name]
             raise ValueError(f"method {name!r} needs a model: pass {flag} RUN")
-        specs.append(MethodSpec(name, "ddpm", _load_inpainter(name, run), dict(sampling or {})))
+        # Sampling settings are the teacher's: a student samples with the steps it was distilled for.
+        options = dict(sampling or {}) if name == "ddpm" else {}
+        specs.append(MethodSpec(name, "ddpm", _load_inpainter(name, run), options))
     return specs
 
 
@@ -124,7 +131,8 @@ def evaluate(image_paths, specs, *, seed=0, fid=True, progress=True):
                 quality = metrics.outside_region_quality(image, out, region)
                 rows.append({
                     "image": str(path), "method": spec.name, "face_box": box,
-                    "identity_distance": metrics.identity_distance(image, out, box),
+                    "identity_distance": metrics.identity_distance(image, out, box)
+                    if min(box[2] - box[0], box[3] - box[1]) >= MIN_IDENTITY_FACE_PX else float("nan"),
                     "keypoint_error": float("nan") if match is None else metrics.keypoint_error(
                         person.keypoints, person.visible, match.keypoints, match.visible, box),
                     "face_redetected": match is not None,
@@ -158,12 +166,15 @@ def summarize(rows, method_names):
             vals = vals[~np.isnan(vals)]  # nan = not measurable (e.g. face not re-detected); inf is kept
             return float(vals.mean()) if vals.size else float("nan")
 
-        dist = np.array([r["identity_distance"] for r in mine])
+        dist = np.array([r["identity_distance"] for r in mine], dtype=float)
+        dist = dist[~np.isnan(dist)]
         summary[name] = {
             "faces": len(mine),
-            "identity_distance_mean": float(dist.mean()),
+            "identity_faces": int(dist.size),  # faces of at least MIN_IDENTITY_FACE_PX
+            "identity_distance_mean": float(dist.mean()) if dist.size else float("nan"),
             # the share of faces a face-recognition model no longer matches to the original person
-            "unrecognized_share": float((dist >= metrics.SAME_PERSON_THRESHOLD).mean()),
+            "unrecognized_share": float((dist >= metrics.SAME_PERSON_THRESHOLD).mean()) if dist.size
+            else float("nan"),
             "keypoint_error_mean": mean("keypoint_error"),
             "face_redetected_share": float(np.mean([r["face_redetected"] for r in mine])),
             "ssim_outside_mean": mean("ssim_outside"),

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.eval.evaluate import MIN_IDENTITY_FACE_PX
 from toolkit.images import save_rgb
 
 COLUMNS = [
     ("faces", "faces", "{:d}"),
+    ("identity_faces", f"faces ≥ {MIN_IDENTITY_FACE_PX} px", "{:d}"),
     ("unrecognized_share", "unrecognized (L2 ≥ 0.6)", "{:.0%}"),
     ("identity_distance_mean", "identity L2", "{:.3f}"),
     ("keypoint_error_mean", "keypoint err / face diag", "{:.3f}"),
@@ -108,7 +110,8 @@ def write_report(out_dir, rows, summary, samples, errors, settings) -> dict:
     md = ["# Anonymization evaluation", "", f"Images: {len(samples)} evaluated, {len(errors)} problems. "
           f"Settings: `{json.dumps(settings, default=str)}`", "", table, "",
           "Columns: identity L2 between dlib ResNet embeddings of original and anonymized face at the original "
-          "box; keypoint error of the pose detector on the anonymized image vs the original; SSIM/PSNR over "
+          f"box (faces of at least {MIN_IDENTITY_FACE_PX} px only); keypoint error of the pose detector on the "
+          "anonymized image vs the original; SSIM/PSNR over "
           "pixels outside the expanded face box; FID between original and anonymized face crops "
           "(few images: compare methods, not absolute values).", ""]
     md += [f"![{p}]({p})" for p in plots] + [""]
