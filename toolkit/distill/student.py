@@ -279,8 +279,10 @@ class Budget:
         return d
 
 
-def count_macs(net: nn.Module, resolution: int) -> tuple[int, int, list]:
-    """(MACs, peak conv in+out bytes at int8, per-layer rows) from forward hooks on one real forward pass."""
+def count_macs(net: nn.Module, resolution: int, in_channels: int = IN_CHANNELS) -> tuple[int, int, list]:
+    """(MACs, peak conv in+out bytes at int8, per-layer rows) from forward hooks on one real forward pass.
+
+    Works for any single-input conv net (the pose model uses it too)."""
     rows = []
 
     def hook(module, inputs, output, name=None):
@@ -297,7 +299,7 @@ def count_macs(net: nn.Module, resolution: int) -> tuple[int, int, list]:
     ]
     try:
         with torch.no_grad():
-            net(torch.zeros(1, IN_CHANNELS, resolution, resolution))
+            net(torch.zeros(1, in_channels, resolution, resolution))
     finally:
         for h in handles:
             h.remove()

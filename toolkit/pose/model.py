@@ -219,24 +219,11 @@ class Budget:
 
 
 def budget(net: PoseNet) -> Budget:
-    rows = []
+    from toolkit.distill.student import count_macs
 
-    def hook(module, inputs, output, name):
-        cin = module.in_channels // module.groups
-        kh, kw = module.kernel_size
-        rows.append((name, tuple(inputs[0].shape[1:]), tuple(output.shape[1:]), output[0].numel() * cin * kh * kw,
-                     inputs[0][0].numel() + output[0].numel()))
-
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: hook(mod, i, o, n))
-               for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            net.eval()(torch.zeros(1, 3, net.resolution, net.resolution))
-    finally:
-        for h in handles:
-            h.remove()
+    macs, peak, rows = count_macs(net.eval(), net.resolution, in_channels=3)
     return Budget(net.preset.name, net.resolution, sum(p.numel() for p in net.parameters()),
-                  sum(r[3] for r in rows), max(r[4] for r in rows), net.heatmap_size, net.preset.max_params, rows)
+                  macs, peak, net.heatmap_size, net.preset.max_params, rows)
 
 
 def disallowed_modules(net: nn.Module) -> list[str]:
