@@ -4,15 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang"
+# clang + libclang-rt-14-dev: libFuzzer for the serial-protocol fuzz stage of the firmware tests
+APT_PACKAGES="gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang libclang-rt-14-dev"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-if [ -n "$missing" ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "[setup] apt-get install$missing"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# `toolkit assets fetch` takes sample photos from the opencv-doc package (apt-get download): it needs the lists.
+if [ -n "$missing" ] || ! apt-cache show opencv-doc >/dev/null 2>&1; then
   $SUDO apt-get update -qq
+fi
+if [ -n "$missing" ]; then
+  echo "[setup] apt-get install$missing"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
