@@ -13,23 +13,15 @@ teacher then lets the known region drift and its faces get worse, so it is not t
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from toolkit.artifacts import ArtifactError, read_manifest
+from toolkit.assets import sha256_file
 from toolkit.distill.inpainter import noise_for_seeds
 
 TEACHER_STAGE = "teacher"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pair_seed(seed: int, draw: int, index: int) -> int:
@@ -68,7 +60,7 @@ class DistillTeacher:
         }
         self.default_steps = self.sampling_options["steps"]
         weights = self.run_dir / "unet" / "diffusion_pytorch_model.safetensors"
-        self.weights_sha256 = _sha256(weights) if weights.exists() else None
+        self.weights_sha256 = sha256_file(weights) if weights.exists() else None
         data = (manifest.get("data") or {}).get("path") if isinstance(manifest.get("data"), dict) else manifest.get("data")
         self.data_dir = Path(data) if data else None
 
