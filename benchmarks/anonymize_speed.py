@@ -40,7 +40,11 @@ def main() -> int:
     ap.add_argument("--steps", default="4,25", help="comma-separated sampling steps (teacher)")
     ap.add_argument("--batches", default="1,8", help="comma-separated faces per batch")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", metavar="FILE", help="also write the printed tables as JSON")
     args = ap.parse_args()
+    from _json_tables import capture_tables  # beside this script
+
+    capture_tables(args.json)
 
     import torch
 

@@ -181,7 +181,11 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", help="also write the table to this file")
     ap.add_argument("--student-preset", action="append", default=None,
                     help="StudentNet preset(s) to add to the demo models (default: mcu32; 'none' for none)")
+    ap.add_argument("--json", metavar="FILE", help="also write the printed tables as JSON")
     args = ap.parse_args(argv)
+    from _json_tables import capture_tables  # beside this script
+
+    capture_tables(args.json)
     from toolkit.deploy.cli_export import model_units
 
     with tempfile.TemporaryDirectory(prefix="export-table-") as tmp:

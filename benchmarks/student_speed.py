@@ -93,7 +93,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--json", metavar="FILE", help="also write the printed tables as JSON")
     args = ap.parse_args(argv)
+    from _json_tables import capture_tables  # beside this script
+
+    capture_tables(args.json)
     if args.threads:
         torch.set_num_threads(args.threads)
 

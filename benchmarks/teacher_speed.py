@@ -131,7 +131,11 @@ def main() -> int:
     ap.add_argument("--steps", default="10,25,50", help="sampling step counts (comma-separated)")
     ap.add_argument("--faces", type=int, default=8, help="faces per sampling batch")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--json", metavar="FILE", help="also write the printed tables as JSON")
     args = ap.parse_args()
+    from _json_tables import capture_tables  # beside this script
+
+    capture_tables(args.json)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -44,3 +44,27 @@ def test_eval_refuses_model_method_without_model(tmp_path, eval_images, capsys):
     rc = main(["eval", "--images", str(eval_images), "--methods", "student", "--out", str(tmp_path / "r")])
     assert rc == 2
     assert "--student" in capsys.readouterr().err
+
+
+def test_eval_reports_the_int8_student_beside_the_float_one(tmp_path, eval_images, tiny_student_run,
+                                                            quantized_student_run):
+    out = tmp_path / "report"
+    rc = main(["eval", "--images", str(eval_images), "--methods", "student,student-int8", "--no-fid",
+               "--student", str(tiny_student_run), "--student-int8", str(quantized_student_run), "--out", str(out)])
+    assert rc == 0
+    result = json.loads((out / "eval.json").read_text())
+    summary = result["summary"]
+    assert set(summary) == {"student", "student-int8"}
+    assert summary["student-int8"]["faces"] == summary["student"]["faces"] >= 3
+    assert summary["student-int8"]["psnr_outside_mean"] == float("inf")  # replacement stays inside the box
+    assert summary["student-int8"]["time_per_face_s"] > 0
+    # Both generate faces: identity measured on every portrait face.
+    assert summary["student-int8"]["identity_faces"] == summary["student-int8"]["faces"]
+    assert "student-int8" in (out / "report.md").read_text()
+
+
+def test_eval_refuses_a_run_of_the_wrong_kind(tmp_path, eval_images, tiny_student_run, capsys):
+    rc = main(["eval", "--images", str(eval_images), "--methods", "student-int8",
+               "--student-int8", str(tiny_student_run), "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert "needs a 'quantized' run" in capsys.readouterr().err

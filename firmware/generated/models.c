@@ -6,3 +6,4 @@
 
 const tk_model_t *const tk_models[] = {NULL};
 const uint32_t tk_model_count = 0;
+const tk_pipeline_t *const tk_pipeline = NULL;

@@ -104,6 +104,8 @@ static void reply_err(const char *code, const char *msg) {
 
 /* ---- harness state -------------------------------------------------------------------------------- */
 
+enum { FRAME_EMPTY = 0, FRAME_RAW = 1, FRAME_ANONYMIZED = 2 };
+
 typedef struct {
     const tk_model_t *model; /* the model the buffers are laid out for */
     uint8_t *arena;
@@ -114,6 +116,13 @@ typedef struct {
     uint32_t runs;           /* timing of the last infer */
     uint64_t t_total, t_min, t_max, t_last;
     int status;
+    /* pipeline mode (the pool holds [frame | arena | model in | model out | scratch] instead) */
+    int pipe_bound;
+    uint8_t *frame;
+    tk_frame_mem_t pmem;
+    uint32_t frame_have;     /* frame bytes loaded, in order from offset 0 */
+    int frame_state;         /* FRAME_*: only an anonymized frame can be read back */
+    tk_frame_result_t pres;
 } ee_state_t;
 
 static ee_state_t st;
@@ -142,6 +151,7 @@ static int bind_model(const tk_model_t *m) {
     uintptr_t base;
     uint64_t need;
     if (st.model == m) return 0;
+    if (st.pipe_bound && st.frame) memset(st.frame, 0, tk_frame_bytes(tk_pipeline)); /* no raw frame left behind */
     pool = th_pool(&pool_size);
     base = ((uintptr_t)pool + 15u) & ~(uintptr_t)15u;
     need = (uint64_t)align16(m->arena_size) + align16(m->input_size) + align16(m->output_size) +
@@ -152,6 +162,49 @@ static int bind_model(const tk_model_t *m) {
     st.arena = (uint8_t *)base;
     st.input = (int8_t *)(st.arena + align16(m->arena_size));
     st.output = st.input + align16(m->input_size);
+    return 0;
+}
+
+/* Lays the pool out for the pipeline. Returns 0, or -1 when it does not fit. */
+static int bind_pipeline(void) {
+    const tk_pipeline_t *p = tk_pipeline;
+    uint32_t pool_size = 0;
+    uint8_t *pool, *at;
+    uint64_t need;
+    if (st.pipe_bound) return 0;
+    pool = th_pool(&pool_size);
+    at = (uint8_t *)(((uintptr_t)pool + 15u) & ~(uintptr_t)15u);
+    need = (uint64_t)align16(tk_frame_bytes(p)) + align16(tk_frame_arena_bytes(p)) + align16(tk_frame_in_bytes(p)) +
+           align16(tk_frame_out_bytes(p)) + tk_frame_scratch_bytes(p) + (uint64_t)(at - pool);
+    if (need > pool_size) return -1;
+    memset(&st, 0, sizeof st);
+    st.pipe_bound = 1;
+    st.frame = at;
+    at += align16(tk_frame_bytes(p));
+    st.pmem.arena = at;
+    at += align16(tk_frame_arena_bytes(p));
+    st.pmem.model_in = (int8_t *)at;
+    at += align16(tk_frame_in_bytes(p));
+    st.pmem.model_out = (int8_t *)at;
+    at += align16(tk_frame_out_bytes(p));
+    st.pmem.scratch = at;
+    return 0;
+}
+
+/* 0 when a valid pipeline is built in and laid out; else replies with the error. */
+static int pipeline_ready(void) {
+    if (!tk_pipeline) {
+        reply_err("no_pipeline", "firmware built without a pipeline config (toolkit bench --pipeline)");
+        return -1;
+    }
+    if (tk_frame_check(tk_pipeline) != 0) {
+        reply_err("bad_pipeline", "pipeline config does not match its models");
+        return -1;
+    }
+    if (bind_pipeline() != 0) {
+        reply_err("nomem", "pipeline does not fit in the memory pool");
+        return -1;
+    }
     return 0;
 }
 
@@ -221,7 +274,7 @@ static void cmd_name(int argc) {
 
 static void cmd_help(void) {
     r_begin_ok("help");
-    r_str(" commands=name,help,info,model,load,infer,results,timing,selftest");
+    r_str(" commands=name,help,info,model,load,infer,results,timing,selftest,pipeline,frame,anonymize,frame_out");
     r_send();
 }
 
@@ -454,6 +507,178 @@ static void cmd_selftest(int argc, char **argv) {
     }
 }
 
+/* ---- on-device pipeline ----------------------------------------------------------------------------- */
+
+static void cmd_pipeline(int argc) {
+    const tk_pipeline_t *p;
+    uint32_t pool_size = 0, k, total;
+    if (argc != 1) FAIL("usage", "pipeline");
+    if (pipeline_ready() != 0) return;
+    p = tk_pipeline;
+    (void)th_pool(&pool_size);
+    total = align16(tk_frame_bytes(p)) + align16(tk_frame_arena_bytes(p)) + align16(tk_frame_in_bytes(p)) +
+            align16(tk_frame_out_bytes(p)) + tk_frame_scratch_bytes(p);
+    r_begin_ok("pipeline");
+    r_kv_str("pose", p->pose->name);
+    r_str(" steps=");
+    for (k = 0; k < p->num_steps; k++) {
+        if (k) r_str(",");
+        r_str(p->steps[k].model->name);
+    }
+    r_kv_u64("h", (uint32_t)p->frame_h);
+    r_kv_u64("w", (uint32_t)p->frame_w);
+    r_kv_u64("size", (uint32_t)p->size);
+    r_kv_u64("frame", tk_frame_bytes(p));
+    r_kv_u64("arena", tk_frame_arena_bytes(p));
+    r_kv_u64("model_in", tk_frame_in_bytes(p));
+    r_kv_u64("model_out", tk_frame_out_bytes(p));
+    r_kv_u64("scratch", tk_frame_scratch_bytes(p));
+    r_kv_u64("total", total);
+    r_kv_u64("pool", pool_size);
+    r_str(" stages=preprocess,pose,decode,crop");
+    for (k = 0; k < p->num_steps; k++) {
+        r_str(",step");
+        r_u64(k);
+    }
+    r_str(",paste");
+    r_send();
+}
+
+static void cmd_frame(int argc, char **argv) {
+    static uint8_t chunk[EE_CHUNK_MAX];
+    uint32_t offset, crc, total;
+    int n;
+    if (argc != 4) FAIL("usage", "frame <offset> <hex> <crc32>");
+    if (ee_parse_u32(argv[1], &offset) != 0) FAIL("bad_number", "offset is not a decimal number");
+    if (ee_parse_hex_u32(argv[3], &crc) != 0) FAIL("bad_number", "crc32 is not 1-8 hex digits");
+    n = ee_hex_decode(argv[2], chunk, sizeof chunk);
+    if (n <= 0) FAIL("bad_hex", "chunk must be 2..512 hex digits, an even count");
+    if (ee_crc32(0, chunk, (size_t)n) != crc) FAIL("bad_crc", "chunk checksum mismatch; resend");
+    if (pipeline_ready() != 0) return;
+    total = tk_frame_bytes(tk_pipeline);
+    if (offset == 0) { /* a new frame starts at offset 0; whatever was there is gone */
+        st.frame_have = 0;
+        st.frame_state = FRAME_EMPTY;
+    }
+    if (offset != st.frame_have) {
+        reply_len = 0;
+        r_str("err order chunk must start at offset ");
+        r_u64(st.frame_have);
+        r_send();
+        return;
+    }
+    if ((uint64_t)offset + (uint32_t)n > total) FAIL("range", "chunk runs past the frame");
+    memcpy(st.frame + offset, chunk, (size_t)n);
+    st.frame_have = offset + (uint32_t)n;
+    st.frame_state = st.frame_have == total ? FRAME_RAW : FRAME_EMPTY;
+    r_begin_ok("frame");
+    r_kv_u64("offset", offset);
+    r_kv_u64("n", (uint32_t)n);
+    r_kv_u64("have", st.frame_have);
+    r_kv_u64("total", total);
+    r_send();
+}
+
+static void r_keypoints(const tk_frame_result_t *r) {
+    int k;
+    r_str(" kp=");
+    for (k = 0; k < TK_FRAME_KEYPOINTS; k++) {
+        if (k) r_str(",");
+        r_i32(r->kp_q8[k][0]);
+        r_str(":");
+        r_i32(r->kp_q8[k][1]);
+        r_str(":");
+        r_i32(r->peak[k]);
+    }
+    r_str(" vis=");
+    for (k = 0; k < TK_FRAME_KEYPOINTS; k++) r_str(r->visible[k] ? "1" : "0");
+}
+
+static void r_ticks(const tk_frame_result_t *r) {
+    uint32_t i;
+    uint64_t total = 0;
+    r_kv_str("unit", th_timer_unit());
+    r_str(" ticks=");
+    for (i = 0; i < r->stages; i++) {
+        if (i) r_str(",");
+        r_u64(r->ticks[i]);
+        total += r->ticks[i];
+    }
+    r_kv_u64("total", total);
+}
+
+static void cmd_anonymize(int argc, char **argv) {
+    uint32_t seed;
+    int rc;
+    if (argc != 2) FAIL("usage", "anonymize <seed>");
+    if (ee_parse_u32(argv[1], &seed) != 0) FAIL("bad_number", "seed must be a decimal 32-bit number");
+    if (pipeline_ready() != 0) return;
+    if (st.frame_state != FRAME_RAW) FAIL("no_frame", "load a whole new frame first (frame <offset> <hex> <crc32>)");
+    rc = tk_frame_anonymize(tk_pipeline, st.frame, seed, &st.pmem, th_timer_read, &st.pres);
+    if (rc != TK_FRAME_OK) {
+        /* the library wiped the frame; nothing can be read back */
+        st.frame_state = FRAME_EMPTY;
+        st.frame_have = 0;
+        reply_len = 0;
+        r_str(rc == TK_FRAME_NO_FACE ? "err no_face no face found (nose not visible); frame wiped"
+                                     : "err pipeline_failed a network failed; frame wiped");
+        r_keypoints(&st.pres);
+        r_ticks(&st.pres);
+        r_send();
+        return;
+    }
+    st.frame_state = FRAME_ANONYMIZED;
+    r_begin_ok("anonymize");
+    r_kv_str("status", "ok");
+    r_kv_u64("seed", seed);
+    r_str(" box=");
+    r_i32(st.pres.box[0]);
+    r_str(",");
+    r_i32(st.pres.box[1]);
+    r_str(",");
+    r_i32(st.pres.box[2]);
+    r_str(",");
+    r_i32(st.pres.box[3]);
+    r_str(" crop=");
+    r_i32(st.pres.crop[0]);
+    r_str(",");
+    r_i32(st.pres.crop[1]);
+    r_str(",");
+    r_i32(st.pres.crop[2]);
+    r_keypoints(&st.pres);
+    r_ticks(&st.pres);
+    r_kv_hex32("crc", ee_crc32(0, st.frame, tk_frame_bytes(tk_pipeline)));
+    r_send();
+}
+
+static void cmd_frame_out(int argc, char **argv) {
+    static char hex[2 * EE_CHUNK_MAX + 1];
+    uint32_t offset, n, total;
+    if (argc != 1 && argc != 3) FAIL("usage", "frame_out [<offset> <n>]");
+    if (!tk_pipeline) FAIL("no_pipeline", "firmware built without a pipeline config (toolkit bench --pipeline)");
+    if (!st.pipe_bound || st.frame_state != FRAME_ANONYMIZED)
+        FAIL("no_output", "anonymize a frame first (an input frame is never sent back)");
+    total = tk_frame_bytes(tk_pipeline);
+    if (argc == 1) {
+        r_begin_ok("frame_out");
+        r_kv_u64("total", total);
+        r_kv_hex32("crc", ee_crc32(0, st.frame, total));
+        r_send();
+        return;
+    }
+    if (ee_parse_u32(argv[1], &offset) != 0 || ee_parse_u32(argv[2], &n) != 0)
+        FAIL("bad_number", "offset and n must be decimal numbers");
+    if (n == 0 || n > EE_CHUNK_MAX) FAIL("range", "n must be 1..256");
+    if ((uint64_t)offset + n > total) FAIL("range", "chunk runs past the frame");
+    ee_hex_encode(st.frame + offset, n, hex);
+    r_begin_ok("frame_out");
+    r_kv_u64("offset", offset);
+    r_kv_u64("n", n);
+    r_kv_str("data", hex);
+    r_kv_hex32("crc", ee_crc32(0, st.frame + offset, n));
+    r_send();
+}
+
 void ee_handle_line(char *line) {
     char *argv[EE_MAX_ARGS];
     int argc = ee_split(line, argv, EE_MAX_ARGS);
@@ -493,6 +718,22 @@ void ee_handle_line(char *line) {
     }
     if (strcmp(argv[0], "selftest") == 0) {
         cmd_selftest(argc, argv);
+        return;
+    }
+    if (strcmp(argv[0], "pipeline") == 0) {
+        cmd_pipeline(argc);
+        return;
+    }
+    if (strcmp(argv[0], "frame") == 0) {
+        cmd_frame(argc, argv);
+        return;
+    }
+    if (strcmp(argv[0], "anonymize") == 0) {
+        cmd_anonymize(argc, argv);
+        return;
+    }
+    if (strcmp(argv[0], "frame_out") == 0) {
+        cmd_frame_out(argc, argv);
         return;
     }
     reply_err("unknown_command", "see help");

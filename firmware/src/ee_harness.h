@@ -7,6 +7,10 @@
  *   results [<offset> <n>]                  output digest, or one hex chunk of it
  *   timing                                  timing of the last `infer`
  *   selftest [<model>]                      built-in input through each model, output CRC-32
+ *   pipeline                                the built-in anonymization pipeline and its memory
+ *   frame <offset> <hex> <crc32>            frame chunk (<= EE_CHUNK_MAX bytes), loaded in order
+ *   anonymize <seed>                        the pipeline on the loaded frame (fail closed: no face -> wiped)
+ *   frame_out [<offset> <n>]                the anonymized frame's digest, or one hex chunk of it
  * Replies: `ok <command> key=value ...` or `err <code> <message>`.
  */
 #ifndef EE_HARNESS_H

@@ -78,7 +78,7 @@ def check_sampling(inpainter, sampling: dict) -> None:
 
         if sampling["scheduler"] not in SCHEDULERS:
             raise ValueError(f"unknown --scheduler {sampling['scheduler']!r}; choose one of {', '.join(SCHEDULERS)}")
-    if stage != "student":
+    if stage not in ("student", "quantized"):  # a quantized run is an int8 student
         return
     ignored = [k for k in ("scheduler", "cfg_scale", "rg_weight") if k in sampling]
     if ignored:

@@ -2,6 +2,7 @@
 
     toolkit bench --board qemu-m7 --model runs/student-q -n 5 --out bench/student-m7.json
     toolkit bench --port /dev/ttyACM0 --model student --out bench/student-h743.json
+    toolkit bench --pipeline --pose runs/pose-q --model runs/student-q --board qemu-m7 --out bench/pipe.json
 
 For --board the firmware is exported/built here (QEMU boards are started under `-icount`); for --port the
 board must already run the benchmark firmware with the model built in (`pio run -e nucleo_h743zi -t upload`).
@@ -59,6 +60,16 @@ def register(subparsers) -> None:
     p.add_argument("--baud", type=int, default=115200, help="baud rate for --port")
     p.add_argument("--firmware-dir", default=None,
                    help="firmware project to export into and build (default: the repository's firmware/)")
+    pp = p.add_argument_group("on-device pipeline (--pipeline; see toolkit/bench/pipeline.py)")
+    pp.add_argument("--pipeline", action="store_true",
+                    help="benchmark the whole anonymize_frame pipeline (pose -> face box -> student -> paste) "
+                         "on real frames instead of one model; --model is the quantized student")
+    pp.add_argument("--pose", default=None, help="quantized pose model run directory (with --pipeline)")
+    pp.add_argument("--frames", type=int, default=3, help="real frames to anonymize (plus one without a person)")
+    pp.add_argument("--seed", type=int, default=0, help="noise seed of the first frame (frame i uses seed + i)")
+    pp.add_argument("--visible-peak", type=float, default=None,
+                    help="heatmap peak (fraction of 1.0) at which a keypoint counts as seen (default: "
+                         "toolkit.sensor.config.VISIBLE_PEAK)")
     p.set_defaults(func=run)
 
 
@@ -264,6 +275,15 @@ def write_outputs(result: dict, out: Path) -> tuple[Path, Path, Path]:
 
 
 def run(args) -> int:
+    if getattr(args, "pipeline", False):
+        from toolkit.bench import pipeline
+        from toolkit.sensor.config import VISIBLE_PEAK
+
+        if args.visible_peak is None:
+            args.visible_peak = VISIBLE_PEAK
+        return pipeline.run(args)
+    if getattr(args, "pose", None):
+        raise ValueError("--pose is only used with --pipeline")
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise ValueError(f"--out {out}: give a .json file name (CSV and PNG are written beside it)")

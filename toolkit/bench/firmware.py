@@ -40,7 +40,8 @@ def exported_models(generated: Path = GENERATED_DIR) -> list[str]:
                   if (generated / f"{n}.c").is_file() and (generated / f"{n}.h").is_file())
 
 
-def registry_source(names: list[str]) -> str:
+def registry_source(names: list[str], pipeline: bool = False) -> str:
+    """models.c: the model table, and `tk_pipeline` (generated/pipeline_config.c when `pipeline`, else NULL)."""
     lines = [
         "/* Model registry of the benchmark firmware, written by toolkit.bench.firmware (`toolkit bench`).",
         " * Do not edit: regenerate with `python -m toolkit.bench.firmware registry`. */",
@@ -49,11 +50,14 @@ def registry_source(names: list[str]) -> str:
         '#include "tk_registry.h"',
     ]
     lines += [f'#include "{n}.h"' for n in names]
+    if pipeline:
+        lines.append('#include "pipeline_config.h"')
     entries = "".join(f"&{n}_model, " for n in names)
     lines += [
         "",
         f"const tk_model_t *const tk_models[] = {{{entries}NULL}};",
         f"const uint32_t tk_model_count = {len(names)};",
+        "const tk_pipeline_t *const tk_pipeline = " + ("&tk_pipeline_config;" if pipeline else "NULL;"),
         "",
     ]
     return "\n".join(lines)
@@ -61,9 +65,13 @@ def registry_source(names: list[str]) -> str:
 
 def write_registry(generated: Path = GENERATED_DIR) -> list[str]:
     """Rewrites models.c for the exports present; only touches the file when it changes (no rebuild)."""
+    from toolkit.sensor.config import configured_models
+
     generated = Path(generated)
     names = exported_models(generated)
-    text = registry_source(names)
+    # the pipeline config is linked only when every network it calls is exported beside it
+    wanted = configured_models(generated)
+    text = registry_source(names, pipeline=bool(wanted) and set(wanted) <= set(names))
     path = generated / "models.c"
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)

@@ -227,3 +227,71 @@ class Device:
     def selftest(self, name: str, timeout: float) -> dict:
         r = self.link.command(f"selftest {name}", timeout=timeout)
         return {"crc": r.hex("crc"), "unit": r.fields["unit"], "ticks": r.int("total")}
+
+    # ---- on-device pipeline (firmware built with a pipeline config; docs/firmware.md) ----------------
+
+    def pipeline(self) -> dict:
+        """Layout of the built-in pipeline: model names, frame and crop size, memory per buffer, stage names."""
+        f = dict(self.link.command("pipeline").fields)
+        out = {"pose": f["pose"], "steps": f["steps"].split(","), "stages": f["stages"].split(",")}
+        for k in ("h", "w", "size", "frame", "arena", "model_in", "model_out", "scratch", "total", "pool"):
+            out[k] = int(f[k])
+        return out
+
+    def load_frame(self, frame: np.ndarray, retries: int = 2) -> None:
+        raw = np.ascontiguousarray(frame, dtype=np.uint8).tobytes()
+        for off in range(0, len(raw), CHUNK):
+            chunk = raw[off: off + CHUNK]
+            for attempt in range(retries + 1):
+                try:
+                    r = self.link.command(f"frame {off} {chunk.hex()} {crc32(chunk):08x}")
+                    break
+                except ProtocolError as exc:
+                    if exc.code != "bad_crc" or attempt == retries:
+                        raise
+            if r.int("have") != off + len(chunk):
+                raise DeviceError(f"device acknowledged {r.fields.get('have')} frame bytes, expected {off + len(chunk)}")
+
+    @staticmethod
+    def _pipeline_fields(fields: dict) -> dict:
+        out = {"unit": fields.get("unit"), "ticks": [int(v) for v in fields.get("ticks", "").split(",") if v],
+               "total": int(fields.get("total", 0))}
+        kps = [p.split(":") for p in fields.get("kp", "").split(",") if p]
+        out["keypoints_q8"] = [[int(x), int(y)] for x, y, _ in kps]
+        out["peaks"] = [int(p) for _, _, p in kps]
+        out["visible"] = [c == "1" for c in fields.get("vis", "")]
+        for key in ("box", "crop"):
+            if key in fields:
+                out[key] = [int(v) for v in fields[key].split(",")]
+        if "crc" in fields:
+            out["crc"] = int(fields["crc"], 16)
+        return out
+
+    def anonymize(self, seed: int, timeout: float) -> dict:
+        """Runs the pipeline on the loaded frame. status "ok" (frame readable with `frame_out`) or "no_face"
+        (the device wiped the frame); keypoints, box, crop, per-stage ticks and the output CRC."""
+        try:
+            r = self.link.command(f"anonymize {int(seed)}", timeout=timeout)
+        except ProtocolError as exc:
+            if exc.code != "no_face":
+                raise
+            msg = str(exc).split(": ", 2)[-1]
+            fields = dict(w.split("=", 1) for w in msg.split(" ") if "=" in w)
+            return {"status": "no_face", **self._pipeline_fields(fields)}
+        return {"status": r.fields["status"], "seed": r.int("seed"), **self._pipeline_fields(r.fields)}
+
+    def frame_out(self, size: int) -> np.ndarray:
+        digest = self.link.command("frame_out")
+        if digest.int("total") != size:
+            raise DeviceError(f"device frame has {digest.int('total')} bytes, expected {size}")
+        out = bytearray()
+        for off in range(0, size, CHUNK):
+            n = min(CHUNK, size - off)
+            r = self.link.command(f"frame_out {off} {n}")
+            data = bytes.fromhex(r.fields["data"])
+            if len(data) != n or crc32(data) != r.hex("crc"):
+                raise DeviceError(f"frame chunk at {off} corrupted in transit")
+            out += data
+        if crc32(bytes(out)) != digest.hex("crc"):
+            raise DeviceError("frame checksum mismatch after reassembly")
+        return np.frombuffer(bytes(out), np.uint8).copy()

@@ -21,11 +21,11 @@ ValueError. The teacher additionally has `.manifest` (its toolkit.json) and `.de
 from toolkit.artifacts import ArtifactError, read_manifest
 
 # Stages whose artifacts implement the contract above.
-INPAINTER_STAGES = ("teacher", "student")
+INPAINTER_STAGES = ("teacher", "student", "quantized")
 
 
 def load_inpainter(run_dir, device=None):
-    """The inpainter of a `teacher` or `student` run directory (see the contract above).
+    """The inpainter of a `teacher`, `student` or `quantized` (student) run directory (see the contract above).
 
     Reads `toolkit.json` and dispatches on its stage; anything else is an ArtifactError naming what it found.
     `device`: torch device string (default: CUDA when present, else CPU).
@@ -35,6 +35,10 @@ def load_inpainter(run_dir, device=None):
         from toolkit.distill import load_student_inpainter  # lazy: the distill stage is optional
 
         return load_student_inpainter(run_dir)
+    if manifest["stage"] == "quantized":  # an int8 student, run bit-exactly as the microcontroller does
+        from toolkit.deploy.int8_inpainter import load_int8_inpainter
+
+        return load_int8_inpainter(run_dir)
     from toolkit.diffusion.sampling import TeacherInpainter
 
     return TeacherInpainter.from_run(run_dir, manifest, device=device)

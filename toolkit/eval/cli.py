@@ -16,7 +16,9 @@ def register(sub):
     p.add_argument("--out", required=True, type=Path, help="report folder")
     p.add_argument("--teacher", type=Path, help="teacher run for method ddpm")
     p.add_argument("--student", type=Path, help="student run for method student")
-    p.add_argument("--quantized", type=Path, help="quantized student run for method student-int8")
+    p.add_argument("--student-int8", "--quantized", dest="quantized", type=Path, metavar="QUANTIZED_RUN",
+                   help="quantized student run (`toolkit quantize --out`) for method student-int8: its int8 "
+                        "step networks run bit-exactly as the generated C code does")
     p.add_argument("--steps", type=int, help="sampling steps for the teacher (default: the model's)")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--rg-weight", type=float, help="reconstruction guidance weight (default: the model's)")

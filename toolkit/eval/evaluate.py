@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from toolkit.eval import metrics
 
-MODEL_METHODS = {"ddpm": "teacher", "student": "student", "student-int8": "quantized"}
+MODEL_METHODS = {"ddpm": "teacher", "student": "student", "student-int8": "quantized"}  # method -> run stage
+MODEL_FLAGS = {"ddpm": "--teacher", "student": "--student", "student-int8": "--student-int8"}
 BASELINE_METHODS = ("blur", "pixelate", "mask")
 ALL_METHODS = tuple(MODEL_METHODS) + BASELINE_METHODS
 FACE_CROP_SIZE = 128  # FID and the report grid look at face crops of this size
@@ -48,8 +49,7 @@ def method_specs(names, *, teacher=None, student=None, quantized=None, sampling=
             continue
         run = models[name]
         if run is None:
-            flag = {"ddpm": "--teacher", "student": "--student", "student-int8": "--quantized"}[name]
-            raise ValueError(f"method {name!r} needs a model: pass {flag} RUN")
+            raise ValueError(f"method {name!r} needs a model: pass {MODEL_FLAGS[name]} RUN")
         # Sampling settings are the teacher's: a student samples with the steps it was distilled for.
         options = dict(sampling or {}) if name == "ddpm" else {}
         specs.append(MethodSpec(name, "ddpm", _load_inpainter(name, run), options))
@@ -57,16 +57,35 @@ def method_specs(names, *, teacher=None, student=None, quantized=None, sampling=
 
 
 def _load_inpainter(name, run):
+    """The model of one method; a run of the wrong kind (e.g. a quantized run as --student) is refused."""
+    from toolkit.artifacts import read_manifest
+
+    expected = MODEL_METHODS[name]
+    stage = read_manifest(run).get("stage")
+    if stage != expected:
+        raise ValueError(f"method {name!r}: {MODEL_FLAGS[name]} {run} is a {stage!r} run, it needs a {expected!r} run")
     if name == "student-int8":
-        try:
-            from toolkit.deploy import load_int8_inpainter
-        except ImportError as exc:
-            raise ValueError("method 'student-int8' needs toolkit.deploy.load_int8_inpainter, "
-                             "which this build does not have") from exc
+        # The int8 step networks run in the bit-exact integer reference of the generated C code.
+        from toolkit.deploy.int8_inpainter import load_int8_inpainter
+
         return load_int8_inpainter(run)
     from toolkit.diffusion import load_inpainter
 
     return load_inpainter(run)
+
+
+def _warm_up(spec):
+    """One throw-away face per model, so "s / face" does not charge the first method with lazy imports and
+    one-time setup (seconds, against milliseconds per face for a student)."""
+    if spec.inpainter is None:
+        return
+    import torch
+
+    S = int(spec.inpainter.resolution)
+    mask = torch.ones(1, 1, S, S)
+    mask[..., S // 4: 3 * S // 4, S // 4: 3 * S // 4] = 0
+    spec.inpainter.inpaint(torch.zeros(1, 3, S, S), mask, torch.full((1, 7, 2), 0.5), torch.ones(1, 7, dtype=torch.bool),
+                           seed=0, **spec.options)
 
 
 def _face_crop(image, box):
@@ -96,6 +115,8 @@ def evaluate(image_paths, specs, *, seed=0, fid=True, progress=True):
 
     rows, samples, errors = [], [], []
     crops = {"original": []} | {s.name: [] for s in specs}
+    for spec in specs:
+        _warm_up(spec)
     bar = tqdm(total=len(image_paths) * len(specs), desc="eval", unit="run", disable=not progress)
     for path in image_paths:
         try:
@@ -161,7 +182,7 @@ def summarize(rows, method_names):
             summary[name] = {"faces": 0}
             continue
 
-        def mean(key):
+        def mean(key, mine=mine):
             vals = np.array([r[key] for r in mine], dtype=float)
             vals = vals[~np.isnan(vals)]  # nan = not measurable (e.g. face not re-detected); inf is kept
             return float(vals.mean()) if vals.size else float("nan")

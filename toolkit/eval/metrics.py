@@ -37,7 +37,7 @@ def _dlib_models():
 def face_embedding(image: np.ndarray, face_box) -> np.ndarray:
     """128-d dlib ResNet embedding of the face inside `face_box` (x0,y0,x1,y1 px) of an RGB uint8 image."""
     dlib, shape_predictor, net = _dlib_models()
-    x0, y0, x1, y1 = (int(round(v)) for v in face_box)
+    x0, y0, x1, y1 = (round(float(v)) for v in face_box)
     rect = dlib.rectangle(x0, y0, x1, y1)
     image = np.ascontiguousarray(image, dtype=np.uint8)
     return np.asarray(net.compute_face_descriptor(image, shape_predictor(image, rect)), dtype=np.float64)

@@ -107,13 +107,13 @@ def write_report(out_dir, rows, summary, samples, errors, settings) -> dict:
     # numpy numbers become floats, paths strings; inf stays JSON's Infinity (PSNR of identical pixels)
     (out / "eval.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
 
-    md = ["# Anonymization evaluation", "", f"Images: {len(samples)} evaluated, {len(errors)} problems. "
-          f"Settings: `{json.dumps(settings, default=str)}`", "", table, "",
-          "Columns: identity L2 between dlib ResNet embeddings of original and anonymized face at the original "
-          f"box (faces of at least {MIN_IDENTITY_FACE_PX} px only); keypoint error of the pose detector on the "
-          "anonymized image vs the original; SSIM/PSNR over "
-          "pixels outside the expanded face box; FID between original and anonymized face crops "
-          "(few images: compare methods, not absolute values).", ""]
+    md = ["# Anonymization evaluation", "", (f"Images: {len(samples)} evaluated, {len(errors)} problems. "
+                                              f"Settings: `{json.dumps(settings, default=str)}`"), "", table, "",
+          ("Columns: identity L2 between dlib ResNet embeddings of original and anonymized face at the original "
+           f"box (faces of at least {MIN_IDENTITY_FACE_PX} px only); keypoint error of the pose detector on the "
+           "anonymized image vs the original; SSIM/PSNR over "
+           "pixels outside the expanded face box; FID between original and anonymized face crops "
+           "(few images: compare methods, not absolute values)."), ""]
     md += [f"![{p}]({p})" for p in plots] + [""]
     md += ["## Images (original | " + " | ".join(methods) + ")", ""]
     md += [f"![{html.escape(src)}]({name})" for src, name in grids]

@@ -96,13 +96,14 @@ static uint32_t rnd(void) {
 
 static const char *const words[] = {
     "name", "help", "info", "model", "load", "infer", "results", "timing", "selftest", "tiny", "huge", "0", "1",
+    "pipeline", "frame", "anonymize", "frame_out", "768", "767",
     "2", "32", "256", "4294967295", "4294967296", "-1", "0x", "ffffffff", "00", "zz", "", " ", "  ",
 };
 
 /* Appends one frame: a valid command, a mutation of one, random bytes, or an oversize line. */
 static size_t make_frame(uint8_t *buf, size_t cap) {
     size_t n = 0, i;
-    uint32_t kind = rnd() % 8;
+    uint32_t kind = rnd() % 9;
     if (kind < 4) { /* word soup, often valid */
         int w = 1 + (int)(rnd() % 6);
         while (w-- && n + 40 < cap) {
@@ -130,6 +131,19 @@ static size_t make_frame(uint8_t *buf, size_t cap) {
     } else if (kind == 6) { /* oversize */
         size_t k = EE_LINE_MAX - 8 + rnd() % 3000;
         for (i = 0; i < k && n < cap; i++) buf[n++] = (uint8_t)('a' + rnd() % 26);
+    } else if (kind == 8) { /* a whole 16x16 test frame (bright or dark), then anonymize and read back */
+        uint8_t data[256];
+        char hex[513];
+        uint32_t off, fill = rnd() % 4 == 0 ? 0u : (uint32_t)(rnd() & 255u);
+        for (off = 0; off < 768 && n + 600 < cap; off += 256) {
+            for (i = 0; i < 256; i++) data[i] = (uint8_t)(rnd() % 8 == 0 ? rnd() : fill);
+            ee_hex_encode(data, 256, hex);
+            n += (size_t)snprintf((char *)buf + n, cap - n, "frame %u %s %08x\n", (unsigned)off, hex,
+                                  (unsigned)ee_crc32(0, data, 256));
+        }
+        if (n + 64 < cap)
+            n += (size_t)snprintf((char *)buf + n, cap - n, "anonymize %u\nframe_out %u %u", (unsigned)rnd(),
+                                  (unsigned)(rnd() % 800), (unsigned)(rnd() % 300));
     } else { /* printable random */
         size_t k = rnd() % 120;
         for (i = 0; i < k && n < cap; i++) buf[n++] = (uint8_t)(0x20 + rnd() % 95);

@@ -7,6 +7,7 @@
 #include "ee_harness.h"
 #include "ee_protocol.h"
 #include "th_port.h"
+#include "tk_frame.h"
 #include "tk_registry.h"
 
 /* ---- tiny test framework: output through th_putc, no libc stdio needed on the target ------------- */
@@ -147,6 +148,27 @@ static uint32_t hexfield(const char *r, const char *key) {
     return x;
 }
 
+/* `frame <offset> <hex> <crc32>` for a chunk of a frame. */
+static void frame_cmd(char *dst, uint32_t offset, const uint8_t *data, size_t n) {
+    char hex[2 * EE_CHUNK_MAX + 1], num[12], crc[9];
+    int i = 11, d;
+    uint32_t v = offset, c = ee_crc32(0, data, n);
+    ee_hex_encode(data, n, hex);
+    num[i] = '\0';
+    do {
+        num[--i] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v);
+    for (d = 7; d >= 0; d--, c >>= 4) crc[d] = "0123456789abcdef"[c & 15];
+    crc[8] = '\0';
+    strcpy(dst, "frame ");
+    strcat(dst, num + i);
+    strcat(dst, " ");
+    strcat(dst, hex);
+    strcat(dst, " ");
+    strcat(dst, crc);
+}
+
 /* ---- tests ---------------------------------------------------------------------------------------- */
 
 static void test_crc32(void) {
@@ -235,7 +257,7 @@ static void test_commands(void) {
     const char *r;
     char v[64];
     char line[EE_LINE_MAX];
-    int8_t in[32], expect[32], got[32];
+    int8_t in[48], expect[32], got[32]; /* in: room for the deliberately oversize chunk below */
     uint8_t buf[EE_CHUNK_MAX];
     int i;
     current = "commands";
@@ -346,6 +368,166 @@ static void test_commands(void) {
     ee_set_sink(NULL);
 }
 
+/* Integer helpers of the pipeline (twins in toolkit/sensor/reference.py). */
+static void test_frame_helpers(void) {
+    uint32_t state, i;
+    int8_t sel[4];
+    int64_t sum = 0, sq = 0;
+    int in_range = 1;
+    current = "frame_helpers";
+    CHECK(tk_rshr(5, 1) == 3 && tk_rshr(-5, 1) == -3 && tk_rshr(3, 1) == 2 && tk_rshr(-3, 1) == -2);
+    CHECK(tk_rshr(6, 2) == 2 && tk_rshr(-6, 2) == -2 && tk_rshr(5, 2) == 1 && tk_rshr(-5, 2) == -1);
+    CHECK(tk_div_round(7, 2) == 4 && tk_div_round(-7, 2) == -4 && tk_div_round(5, 3) == 2 && tk_div_round(-4, 3) == -1);
+    CHECK(tk_floor_div(-1, 2) == -1 && tk_floor_div(-4, 2) == -2 && tk_floor_div(7, 2) == 3);
+    CHECK(tk_ceil_div(-1, 2) == 0 && tk_ceil_div(7, 2) == 4 && tk_ceil_div(8, 2) == 4);
+    CHECK(tk_isqrt(0) == 0 && tk_isqrt(15) == 3 && tk_isqrt(16) == 4 && tk_isqrt(17) == 4);
+    CHECK(tk_isqrt((uint64_t)1 << 62) == (1u << 31) && tk_isqrt(UINT64_MAX) == 0xFFFFFFFFu);
+    CHECK(tk_frame_seed_state(0x9E3779B9u) == 1u && tk_frame_seed_state(0) == 0x9E3779B9u);
+    /* the same generator as the self-test input: its first bytes are the top bytes of the sequence */
+    ee_selftest_input(sel, 4);
+    state = 0x2545f491u;
+    for (i = 0; i < 4; i++) CHECK((int8_t)(uint8_t)(tk_xorshift32(&state) >> 24) == sel[i]);
+    /* Irwin-Hall(12) - 6: mean 0, variance 1 (Q16), within sampling error over 4000 draws */
+    state = tk_frame_seed_state(1);
+    for (i = 0; i < 4000; i++) {
+        int64_t z = tk_gauss12_q16(&state);
+        in_range &= z >= -6 * 65536 && z <= 6 * 65536;
+        sum += z;
+        sq += (z * z) >> 16;
+    }
+    CHECK(in_range);
+    CHECK(sum / 4000 > -65536 / 20 && sum / 4000 < 65536 / 20);
+    CHECK(sq / 4000 > 65536 * 9 / 10 && sq / 4000 < 65536 * 11 / 10);
+}
+
+/* The pipeline commands against the hand-written pipeline of test/support/tiny_pipeline.c. */
+static void test_pipeline_commands(void) {
+    static uint8_t frame[16 * 16 * 3], out[16 * 16 * 3];
+    static char line[EE_LINE_MAX];
+    char v[64], crc1[16];
+    uint8_t buf[EE_CHUNK_MAX];
+    const char *r;
+    int32_t box[4] = {0, 0, 0, 0};
+    int x, y, inside_changed = 0, outside_changed = 0;
+    uint32_t off;
+    current = "pipeline_commands";
+    ee_init();
+    ee_set_sink(capture_sink);
+    CHECK(tk_frame_check(tk_pipeline) == 0);
+    r = send("pipeline");
+    CHECK(one_line(r) && starts(r, "ok pipeline pose=tiny_pose steps=tiny_step,tiny_step h=16 w=16 size=8"));
+    CHECK(has(r, " frame=768 ") && has(r, " stages=preprocess,pose,decode,crop,step0,step1,paste"));
+    r = send("frame_out");
+    CHECK(starts(r, "err no_output"));
+    r = send("anonymize 1");
+    CHECK(starts(r, "err no_frame"));
+
+    /* a bright frame: every heatmap peaks, a face is found */
+    memset(frame, 200, sizeof frame);
+    for (off = 0; off < sizeof frame; off += 256) {
+        frame_cmd(line, off, frame + off, 256);
+        r = send(line);
+        CHECK(one_line(r) && starts(r, "ok frame"));
+    }
+    CHECK(has(r, " have=768 total=768"));
+    r = send("frame_out");
+    CHECK(starts(r, "err no_output")); /* a raw frame is never sent back */
+    r = send("anonymize 5");
+    CHECK(one_line(r) && starts(r, "ok anonymize status=ok seed=5 box="));
+    CHECK(has(r, " vis=1111111 ") && has(r, " crc="));
+    field(r, "ticks", v, sizeof v);
+    CHECK(count_char(v, ',') == 6);
+    field(r, "crc", crc1, sizeof crc1);
+    field(r, "box", v, sizeof v);
+    {
+        const char *p = v;
+        int k;
+        for (k = 0; k < 4; k++) {
+            int neg = *p == '-';
+            if (neg) p++;
+            while (*p >= '0' && *p <= '9') box[k] = box[k] * 10 + (*p++ - '0');
+            if (neg) box[k] = -box[k];
+            if (*p == ',') p++;
+        }
+    }
+    CHECK(box[2] > box[0] && box[3] > box[1]);
+    r = send("frame_out");
+    CHECK(one_line(r) && has(r, " total=768 "));
+    for (off = 0; off < sizeof out; off += 256) {
+        r = send(off == 0 ? "frame_out 0 256" : off == 256 ? "frame_out 256 256" : "frame_out 512 256");
+        CHECK(ee_hex_decode(field(r, "data", line, sizeof line), buf, sizeof buf) == 256);
+        memcpy(out + off, buf, 256);
+    }
+    for (y = 0; y < 16; y++) {
+        for (x = 0; x < 16; x++) {
+            int in_box = x >= box[0] && x < box[2] && y >= box[1] && y < box[3];
+            int changed = memcmp(out + (y * 16 + x) * 3, frame + (y * 16 + x) * 3, 3) != 0;
+            inside_changed += in_box && changed;
+            outside_changed += !in_box && changed;
+        }
+    }
+    CHECK(outside_changed == 0); /* only the face box is touched */
+    CHECK(inside_changed > 0);
+    r = send("anonymize 5");
+    CHECK(starts(r, "err no_frame")); /* one anonymization per loaded frame */
+
+    /* same frame and seed: same output; another seed: another output */
+    for (off = 0; off < sizeof frame; off += 256) {
+        frame_cmd(line, off, frame + off, 256);
+        (void)send(line);
+    }
+    r = send("anonymize 5");
+    field(r, "crc", v, sizeof v);
+    CHECK(strcmp(v, crc1) == 0);
+    for (off = 0; off < sizeof frame; off += 256) {
+        frame_cmd(line, off, frame + off, 256);
+        (void)send(line);
+    }
+    r = send("anonymize 6");
+    field(r, "crc", v, sizeof v);
+    CHECK(starts(r, "ok anonymize") && strcmp(v, crc1) != 0);
+
+    /* a dark frame: no face; fail closed (wiped, nothing to read back) */
+    memset(frame, 0, sizeof frame);
+    for (off = 0; off < sizeof frame; off += 256) {
+        frame_cmd(line, off, frame + off, 256);
+        (void)send(line);
+    }
+    r = send("anonymize 1");
+    CHECK(one_line(r) && starts(r, "err no_face") && has(r, " vis=0000000"));
+    r = send("frame_out");
+    CHECK(starts(r, "err no_output"));
+    r = send("anonymize 1");
+    CHECK(starts(r, "err no_frame"));
+
+    /* errors */
+    r = send("frame 0 0g 0");
+    CHECK(starts(r, "err bad_hex"));
+    frame_cmd(line, 8, frame, 16);
+    r = send(line);
+    CHECK(starts(r, "err order"));
+    r = send("anonymize x");
+    CHECK(starts(r, "err bad_number"));
+    r = send("frame_out 700 100");
+    CHECK(starts(r, "err no_output"));
+
+    /* a model benchmark takes the pool back: the pipeline state is gone */
+    for (off = 0; off < sizeof frame; off += 256) {
+        memset(frame, 200, sizeof frame);
+        frame_cmd(line, off, frame + off, 256);
+        (void)send(line);
+    }
+    r = send("anonymize 2");
+    CHECK(starts(r, "ok anonymize"));
+    r = send("selftest tiny");
+    CHECK(starts(r, "ok selftest"));
+    r = send("frame_out");
+    CHECK(starts(r, "err no_output"));
+    r = send("help");
+    CHECK(has(r, "anonymize") && has(r, "frame_out"));
+    ee_set_sink(NULL);
+}
+
 #if defined(__arm__)
 /* Under QEMU -icount shift=0 each instruction advances virtual time 1 ns; SysTick counts the 25 MHz
  * board clock, so a known instruction count gives the tick/instruction ratio the benchmark reports. */
@@ -373,6 +555,8 @@ int main(void) {
     test_framing();
     test_model_table();
     test_commands();
+    test_frame_helpers();
+    test_pipeline_commands();
 #if defined(__arm__)
     test_icount_ratio();
 #endif

@@ -1,0 +1,395 @@
+/* On-device anonymization pipeline (see include/tk_frame.h). Integer-only twin of
+ * toolkit/sensor/reference.py: keep the two in step, line by line where it matters. Portable C99. */
+#include "tk_frame.h"
+
+#include <string.h>
+
+#include "tk_fixedpoint.h"
+
+#define KP TK_FRAME_KEYPOINTS
+#define NOSE 0
+#define L_EYE 1
+#define R_EYE 2
+#define L_EAR 3
+#define R_EAR 4
+#define L_SH 5
+#define R_SH 6
+#define STUDENT_IN_CH 14
+
+/* ---- integer helpers -------------------------------------------------------------------------------- */
+
+int64_t tk_rshr(int64_t x, int n) {
+    const int64_t half = (int64_t)1 << (n - 1);
+    /* only non-negative values are shifted: no implementation-defined behaviour */
+    return x >= 0 ? (x + half) >> n : -((-x + half) >> n);
+}
+
+int64_t tk_div_round(int64_t num, int64_t den) {
+    int64_t q = ((num >= 0 ? num : -num) * 2 + den) / (2 * den);
+    return num >= 0 ? q : -q;
+}
+
+int64_t tk_floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+int64_t tk_ceil_div(int64_t a, int64_t b) { return -tk_floor_div(-a, b); }
+
+uint32_t tk_isqrt(uint64_t n) {
+    uint64_t r = 0, bit = (uint64_t)1 << 62;
+    while (bit > n) bit >>= 2;
+    while (bit) {
+        if (n >= r + bit) {
+            n -= r + bit;
+            r = (r >> 1) + bit;
+        } else {
+            r >>= 1;
+        }
+        bit >>= 2;
+    }
+    return (uint32_t)r;
+}
+
+uint32_t tk_xorshift32(uint32_t *state) {
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return x;
+}
+
+uint32_t tk_frame_seed_state(uint32_t seed) {
+    uint32_t s = seed ^ 0x9E3779B9u;
+    return s ? s : 1u;
+}
+
+int32_t tk_gauss12_q16(uint32_t *state) {
+    int32_t sum = 0;
+    int i;
+    for (i = 0; i < 12; i++) sum += (int32_t)(tk_xorshift32(state) >> 16);
+    return sum - 6 * 65536;
+}
+
+/* ---- memory ----------------------------------------------------------------------------------------- */
+
+static uint32_t align16(uint32_t n) { return (n + 15u) & ~15u; }
+
+uint32_t tk_frame_bytes(const tk_pipeline_t *p) { return (uint32_t)p->frame_h * (uint32_t)p->frame_w * 3u; }
+
+uint32_t tk_frame_arena_bytes(const tk_pipeline_t *p) {
+    uint32_t n = p->pose->arena_size, k;
+    for (k = 0; k < p->num_steps; k++)
+        if (p->steps[k].model->arena_size > n) n = p->steps[k].model->arena_size;
+    return n;
+}
+
+uint32_t tk_frame_in_bytes(const tk_pipeline_t *p) {
+    uint32_t n = p->pose->input_size, k;
+    for (k = 0; k < p->num_steps; k++)
+        if (p->steps[k].model->input_size > n) n = p->steps[k].model->input_size;
+    return n;
+}
+
+uint32_t tk_frame_out_bytes(const tk_pipeline_t *p) {
+    uint32_t n = p->pose->output_size, k;
+    for (k = 0; k < p->num_steps; k++)
+        if (p->steps[k].model->output_size > n) n = p->steps[k].model->output_size;
+    return n;
+}
+
+/* x_t (int32 Q16), crop pixels, known mask, per-keypoint Gaussian factors gy/gx (int32 Q15) */
+uint32_t tk_frame_scratch_bytes(const tk_pipeline_t *p) {
+    uint32_t S = (uint32_t)p->size;
+    return align16(S * S * 3u * 4u) + align16(S * S * 3u) + align16(S * S) + align16(KP * 2u * S * 4u);
+}
+
+static int shape_is(const int32_t *s, int32_t n, int32_t h, int32_t w, int32_t c) {
+    return s[0] == n && s[1] == h && s[2] == w && s[3] == c;
+}
+
+int tk_frame_check(const tk_pipeline_t *p) {
+    uint32_t k;
+    int32_t S;
+    if (!p || !p->pose || p->frame_h < 1 || p->frame_w < 1 || p->heatmap_stride < 1) return TK_FRAME_BAD_CONFIG;
+    if (!shape_is(p->pose->input_shape, 1, p->frame_h, p->frame_w, 3)) return TK_FRAME_BAD_CONFIG;
+    if (!shape_is(p->pose->output_shape, 1, p->frame_h / p->heatmap_stride, p->frame_w / p->heatmap_stride, KP))
+        return TK_FRAME_BAD_CONFIG;
+    S = p->size;
+    if (S < 1 || S > 1024 || p->num_steps < 1 || p->num_steps > TK_FRAME_MAX_STEPS || !p->gauss_len)
+        return TK_FRAME_BAD_CONFIG;
+    for (k = 0; k < p->num_steps; k++) {
+        const tk_model_t *m = p->steps[k].model;
+        if (!m || !shape_is(m->input_shape, 1, S, S, STUDENT_IN_CH) || !shape_is(m->output_shape, 1, S, S, 3))
+            return TK_FRAME_BAD_CONFIG;
+    }
+    return 0;
+}
+
+/* ---- stages ----------------------------------------------------------------------------------------- */
+
+/* Twin of toolkit.pose.model.decode_heatmaps_int8 on the NHWC heatmaps. */
+static void decode_heatmaps(const tk_pipeline_t *p, const int8_t *hm, tk_frame_result_t *res) {
+    const int32_t H = p->pose->output_shape[1], W = p->pose->output_shape[2];
+    const int32_t zp = p->heatmap_zero_point, stride = p->heatmap_stride;
+    int k;
+    for (k = 0; k < KP; k++) {
+        int32_t i, best = -129, bi = 0, iy, ix, dy, dx;
+        int64_t s = 0, sx = 0, sy = 0, ox = 0, oy = 0;
+        for (i = 0; i < H * W; i++) {
+            if (hm[i * KP + k] > best) { /* strict: the first maximum in raster order */
+                best = hm[i * KP + k];
+                bi = i;
+            }
+        }
+        iy = bi / W;
+        ix = bi % W;
+        for (dy = -1; dy <= 1; dy++) {
+            for (dx = -1; dx <= 1; dx++) {
+                int32_t y = iy + dy, x = ix + dx, w;
+                if (y < 0 || y >= H || x < 0 || x >= W) continue;
+                w = hm[(y * W + x) * KP + k] - zp;
+                if (w < 0) w = 0;
+                s += w;
+                sx += (int64_t)w * dx;
+                sy += (int64_t)w * dy;
+            }
+        }
+        if (s) {
+            ox = tk_div_round(256 * sx, s);
+            oy = tk_div_round(256 * sy, s);
+        }
+        res->peak[k] = (int8_t)best;
+        res->visible[k] = (uint8_t)(best - zp >= p->visible_min);
+        res->kp_q8[k][0] = (int32_t)((2 * ix + 1) * stride * 128 + ox * stride);
+        res->kp_q8[k][1] = (int32_t)((2 * iy + 1) * stride * 128 + oy * stride);
+    }
+}
+
+static int64_t kp_dist(const tk_frame_result_t *r, int a, int b) {
+    int64_t dx = (int64_t)r->kp_q8[a][0] - r->kp_q8[b][0], dy = (int64_t)r->kp_q8[a][1] - r->kp_q8[b][1];
+    return tk_isqrt((uint64_t)(dx * dx + dy * dy));
+}
+
+/* Twin of reference.face_box and reference.crop_box. */
+static void face_and_crop_box(tk_frame_result_t *r) {
+    int64_t eye = kp_dist(r, L_EYE, R_EYE);
+    int64_t ear = (r->visible[L_EAR] && r->visible[R_EAR]) ? kp_dist(r, L_EAR, R_EAR) : 0;
+    int64_t sh = (r->visible[L_SH] && r->visible[R_SH]) ? kp_dist(r, L_SH, R_SH) : 0;
+    int64_t side = 4 * 256, v, nx = r->kp_q8[NOSE][0], ny = r->kp_q8[NOSE][1], s;
+    v = tk_div_round(12 * ear, 10);
+    if (v > side) side = v;
+    v = tk_div_round(21 * eye, 10);
+    if (v > side) side = v;
+    v = tk_div_round(45 * sh, 100);
+    if (v > side) side = v;
+    r->box[0] = (int32_t)tk_floor_div(2 * nx - side, 512);
+    r->box[1] = (int32_t)tk_floor_div(2 * ny - side, 512);
+    r->box[2] = (int32_t)tk_ceil_div(2 * nx + side, 512);
+    r->box[3] = (int32_t)tk_ceil_div(2 * ny + side, 512);
+    s = r->box[2] - r->box[0];
+    if (r->box[3] - r->box[1] > s) s = r->box[3] - r->box[1];
+    r->crop[0] = (int32_t)tk_floor_div((int64_t)r->box[0] + r->box[2] - 2 * s + 1, 2);
+    r->crop[1] = (int32_t)tk_floor_div(5 * ((int64_t)r->box[1] + r->box[3]) - 9 * s + 5, 10);
+    r->crop[2] = (int32_t)(2 * s);
+}
+
+static int32_t clampi(int64_t v, int32_t lo, int32_t hi) { return (int32_t)(v < lo ? lo : v > hi ? hi : v); }
+
+/* Crop pixel j covers [c0 + j side/S, c0 + (j+1) side/S): unknown when that overlaps [b0, b1). */
+static int overlaps(int64_t c0, int64_t side, int64_t S, int64_t j, int64_t b0, int64_t b1) {
+    return c0 * S + j * side < b1 * S && c0 * S + (j + 1) * side > b0 * S;
+}
+
+static void gauss_1d(const tk_pipeline_t *p, int64_t k_q4, int32_t *g) {
+    int32_t j;
+    for (j = 0; j < p->size; j++) {
+        int64_t d = (2 * (int64_t)j + 1) * 8 - k_q4;
+        if (d < 0) d = -d;
+        g[j] = d < (int64_t)p->gauss_len ? p->gauss_q15[d] : 0;
+    }
+}
+
+typedef struct {
+    int32_t *x;      /* S*S*3 Q16 */
+    uint8_t *img;    /* S*S*3 crop pixels */
+    uint8_t *known;  /* S*S */
+    int32_t *gy;     /* KP*S */
+    int32_t *gx;     /* KP*S */
+} scratch_t;
+
+static void layout_scratch(const tk_pipeline_t *p, uint8_t *base, scratch_t *sc) {
+    uint32_t S = (uint32_t)p->size;
+    sc->x = (int32_t *)(void *)base;
+    base += align16(S * S * 3u * 4u);
+    sc->img = base;
+    base += align16(S * S * 3u);
+    sc->known = base;
+    base += align16(S * S);
+    sc->gy = (int32_t *)(void *)base;
+    sc->gx = sc->gy + KP * S;
+}
+
+/* Crop, mask, keypoint-map factors and x_init (twin of reference.student_inputs). */
+static void prepare_crop(const tk_pipeline_t *p, const uint8_t *frame, uint32_t seed, const tk_frame_result_t *r,
+                         const scratch_t *sc) {
+    const int32_t S = p->size, H = p->frame_h, W = p->frame_w;
+    const int64_t cx0 = r->crop[0], cy0 = r->crop[1], side = r->crop[2];
+    uint32_t state = tk_frame_seed_state(seed);
+    int32_t i, j, c, k;
+    for (i = 0; i < S; i++) {
+        int32_t fy = clampi(cy0 + ((2 * (int64_t)i + 1) * side) / (2 * S), 0, H - 1);
+        int uy = overlaps(cy0, side, S, i, r->box[1], r->box[3]);
+        for (j = 0; j < S; j++) {
+            int32_t fx = clampi(cx0 + ((2 * (int64_t)j + 1) * side) / (2 * S), 0, W - 1);
+            int ux = overlaps(cx0, side, S, j, r->box[0], r->box[2]);
+            memcpy(sc->img + (i * S + j) * 3, frame + ((size_t)fy * (size_t)W + (size_t)fx) * 3u, 3);
+            sc->known[i * S + j] = (uint8_t)!(uy && ux);
+        }
+    }
+    for (k = 0; k < KP; k++) {
+        if (!r->visible[k]) {
+            memset(sc->gy + k * S, 0, (size_t)S * sizeof(int32_t));
+            memset(sc->gx + k * S, 0, (size_t)S * sizeof(int32_t));
+            continue;
+        }
+        gauss_1d(p, tk_div_round(((int64_t)r->kp_q8[k][0] - 256 * cx0) * S, side * 16), sc->gx + k * S);
+        gauss_1d(p, tk_div_round(((int64_t)r->kp_q8[k][1] - 256 * cy0) * S, side * 16), sc->gy + k * S);
+    }
+    for (i = 0; i < S * S; i++) {
+        for (c = 0; c < 3; c++) {
+            int32_t z = tk_gauss12_q16(&state);
+            int32_t *x = &sc->x[i * 3 + c];
+            if (sc->known[i]) {
+                int64_t img = p->pixel_q16[sc->img[i * 3 + c]];
+                *x = (int32_t)tk_rshr((int64_t)p->sqrt_a0_q14 * img + (int64_t)p->sqrt_1ma0_q14 * z, 14);
+            } else {
+                *x = z;
+            }
+        }
+    }
+}
+
+static int8_t to_input(const tk_frame_step_t *st, int32_t v) {
+    return tk_clamp_s8(tk_mbqm(v, st->in_multiplier, st->in_shift) + st->in_zero_point, -128, 127);
+}
+
+/* One student step: input [x, img*known, known, maps], invoke, DDIM update (twin of reference.run_student). */
+static int student_step(const tk_pipeline_t *p, uint32_t k, const tk_frame_mem_t *mem, const tk_frame_result_t *r,
+                        const scratch_t *sc) {
+    const tk_frame_step_t *st = &p->steps[k];
+    const int32_t S = p->size;
+    int32_t i, j, c, kk;
+    int rc;
+    for (i = 0; i < S; i++) {
+        for (j = 0; j < S; j++) {
+            const int32_t px = i * S + j;
+            int8_t *in = mem->model_in + px * STUDENT_IN_CH;
+            const int known = sc->known[px];
+            for (c = 0; c < 3; c++) {
+                in[c] = to_input(st, sc->x[px * 3 + c]);
+                in[3 + c] = to_input(st, known ? p->pixel_q16[sc->img[px * 3 + c]] : 0);
+            }
+            in[6] = to_input(st, known ? 65536 : 0);
+            for (kk = 0; kk < KP; kk++) {
+                int32_t m = r->visible[kk] ? (int32_t)tk_rshr((int64_t)sc->gy[kk * S + i] * sc->gx[kk * S + j], 15) : 0;
+                in[7 + kk] = to_input(st, 2 * m);
+            }
+        }
+    }
+    rc = st->model->invoke(mem->model_in, mem->model_out, mem->arena);
+    if (rc != 0) return rc;
+    if (k + 1 < p->num_steps) {
+        for (i = 0; i < S * S; i++) {
+            for (c = 0; c < 3; c++) {
+                int64_t x0 = sc->known[i] ? p->pixel_q16[sc->img[i * 3 + c]] : st->x0_q16[mem->model_out[i * 3 + c] + 128];
+                sc->x[i * 3 + c] = (int32_t)tk_rshr((int64_t)st->c1_q14 * sc->x[i * 3 + c] + (int64_t)st->c2_q14 * x0, 14);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Face box pixels (clipped) <- nearest generated crop pixel (twin of reference.paste). */
+static void paste(const tk_pipeline_t *p, uint8_t *frame, const int8_t *gen, const tk_frame_result_t *r) {
+    const int32_t S = p->size, H = p->frame_h, W = p->frame_w;
+    const int64_t cx0 = r->crop[0], cy0 = r->crop[1], side = r->crop[2];
+    int32_t x0 = r->box[0] < 0 ? 0 : r->box[0], y0 = r->box[1] < 0 ? 0 : r->box[1];
+    int32_t x1 = r->box[2] > W ? W : r->box[2], y1 = r->box[3] > H ? H : r->box[3];
+    int32_t fy, fx, c;
+    for (fy = y0; fy < y1; fy++) {
+        int32_t iy = clampi(tk_floor_div((2 * (fy - cy0) + 1) * S, 2 * side), 0, S - 1);
+        for (fx = x0; fx < x1; fx++) {
+            int32_t ix = clampi(tk_floor_div((2 * (fx - cx0) + 1) * S, 2 * side), 0, S - 1);
+            for (c = 0; c < 3; c++)
+                frame[((size_t)fy * (size_t)W + (size_t)fx) * 3u + (size_t)c] = p->out_pixel_lut[gen[(iy * S + ix) * 3 + c] + 128];
+        }
+    }
+}
+
+/* ---- the pipeline ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    tk_clock_t now;
+    uint64_t last;
+    tk_frame_result_t *res;
+} stopwatch_t;
+
+static void lap(stopwatch_t *sw) {
+    uint64_t t = sw->now ? sw->now() : 0;
+    if (sw->res->stages < TK_FRAME_MAX_STAGES) sw->res->ticks[sw->res->stages++] = t - sw->last;
+    sw->last = t;
+}
+
+/* The pose input (a copy of the raw frame) and the crop (the raw face) must not outlive the call, whatever
+ * reuses this memory next. */
+static void scrub(const tk_pipeline_t *p, const tk_frame_mem_t *mem) {
+    memset(mem->model_in, 0, tk_frame_in_bytes(p));
+    memset(mem->scratch, 0, tk_frame_scratch_bytes(p));
+}
+
+static int fail(const tk_pipeline_t *p, uint8_t *frame, const tk_frame_mem_t *mem, tk_frame_result_t *res,
+                int status) {
+    memset(frame, 0, tk_frame_bytes(p)); /* fail closed: nothing of the input frame stays readable */
+    scrub(p, mem);
+    res->status = status;
+    return status;
+}
+
+int tk_frame_anonymize(const tk_pipeline_t *p, uint8_t *frame, uint32_t seed, const tk_frame_mem_t *mem,
+                       tk_clock_t now, tk_frame_result_t *res) {
+    stopwatch_t sw;
+    scratch_t sc;
+    uint32_t i, n, k;
+    memset(res, 0, sizeof *res);
+    sw.now = now;
+    sw.res = res;
+    sw.last = now ? now() : 0;
+    if (tk_frame_check(p) != 0) { /* the buffers cannot be trusted to have the sizes: wipe the frame only */
+        memset(frame, 0, (size_t)(p && p->frame_h > 0 && p->frame_w > 0 ? tk_frame_bytes(p) : 0u));
+        res->status = TK_FRAME_BAD_CONFIG;
+        return TK_FRAME_BAD_CONFIG;
+    }
+    n = tk_frame_bytes(p);
+    for (i = 0; i < n; i++) mem->model_in[i] = p->pose_input_lut[frame[i]];
+    lap(&sw);
+    if (p->pose->invoke(mem->model_in, mem->model_out, mem->arena) != 0) return fail(p, frame, mem, res, TK_FRAME_MODEL_FAILED);
+    lap(&sw);
+    decode_heatmaps(p, mem->model_out, res);
+    if (!res->visible[NOSE]) {
+        lap(&sw);
+        return fail(p, frame, mem, res, TK_FRAME_NO_FACE);
+    }
+    face_and_crop_box(res);
+    lap(&sw);
+    layout_scratch(p, mem->scratch, &sc);
+    prepare_crop(p, frame, seed, res, &sc);
+    lap(&sw);
+    for (k = 0; k < p->num_steps; k++) {
+        if (student_step(p, k, mem, res, &sc) != 0) return fail(p, frame, mem, res, TK_FRAME_MODEL_FAILED);
+        lap(&sw);
+    }
+    paste(p, frame, mem->model_out, res);
+    scrub(p, mem);
+    lap(&sw);
+    res->status = TK_FRAME_OK;
+    return TK_FRAME_OK;
+}

@@ -1,0 +1,35 @@
+"""Fixtures of the on-device pipeline tests: the tiny pose run quantized, the pipeline constants built from it
+and the quantized student, and real 96x96 frames from the bundled photos."""
+
+import pytest
+
+SENSOR_POSE_TARGET = "stm32h743"
+SENSOR_POSE_QAT_STEPS = 10
+
+
+@pytest.fixture(scope="session")
+def quantized_pose_run(tmp_path_factory, tiny_pose_run):
+    """`tiny_pose_run` quantized by the `toolkit quantize` CLI (a "quantized" artifact, model_kind "pose")."""
+    from toolkit.cli import main
+
+    out = tmp_path_factory.mktemp("pose_q") / "tiny-pose-q"
+    rc = main(["--debug", "quantize", "--model", str(tiny_pose_run), "--target", SENSOR_POSE_TARGET, "--out", str(out),
+               "--qat-steps", str(SENSOR_POSE_QAT_STEPS), "--calib", "16", "--eval", "4", "--threads", "1",
+               "--no-tflite", "--no-progress"])
+    assert rc == 0, "toolkit quantize failed on the tiny pose run"
+    return out
+
+
+@pytest.fixture(scope="session")
+def sensor_pipeline(quantized_pose_run, quantized_student_run):
+    from toolkit.sensor.config import build_pipeline
+
+    return build_pipeline(quantized_pose_run, quantized_student_run, "pose_step0", "student")
+
+
+@pytest.fixture(scope="session")
+def sensor_frames(sample_photos):
+    """[(label, 96x96x3 uint8)]: real people from the bundled photos, framed as the pose model sees them."""
+    from toolkit.sensor.frames import real_frames
+
+    return real_frames(4)

@@ -1,0 +1,237 @@
+"""Host reference of the on-device pipeline `anonymize_frame`: the definition the firmware mirrors bit for bit
+(firmware/lib/tkengine/src/tk_frame.c). Integers only after the constants (`toolkit.sensor.config`).
+
+    frame (HxWx3 uint8, H = W = pose input)
+      1. pose input = LUT[pixel]; pose network (int8 reference); `decode_heatmaps_int8` -> Q8 keypoints, peaks;
+         visible = peak - zp >= visible_min. FAIL CLOSED: nose not visible -> status "no_face", no frame.
+      2. face box: square centred on the nose, side_q8 = max(1.2 ear dist (both ears visible), 2.1 eye dist,
+         0.45 shoulder dist (both shoulders visible), 4 px); distances = floor(sqrt) of Q8 squared sums; each
+         term rounded half away from zero; box corners rounded outward to whole pixels.
+         crop box = `expanded_crop_box` of that integer box, in exact integer arithmetic.
+      3. crop: S x S nearest-neighbour samples of the crop box (edge replication outside the frame):
+         source = crop0 + floor((2j + 1) * side / (2S)), clamped to the frame. Unknown (to generate) = crop
+         pixels that overlap the face box at all (rounded outward). Keypoint maps: separable Q15 Gaussians
+         from a LUT indexed by |distance| in 1/16 crop px (keypoints mapped to Q4 crop coordinates).
+      4. noise: xorshift32 seeded with seed ^ 0x9E3779B9 (0 -> 1); z = sum of 12 draws' top 16 bits
+         - 6 * 2^16 (Irwin-Hall, Q16, unit variance). x = known ? rshr(sqrt(a0) img + sqrt(1-a0) z, 14) : z.
+         Step k: int8 input [x, img*known, known, maps] with the step's own scale (Q16 -> int8 by a Q31
+         multiplier), the step network, x0 = LUT[out]; k < N-1: x = rshr(c1 x + c2 (known ? img : x0), 14);
+         the last step's int8 output -> uint8 pixel by LUT.
+      5. paste: every frame pixel of the face box (clipped to the frame) takes the nearest crop pixel
+         (index floor((2 (f - crop0) + 1) S / (2 side))), which the outward mask makes a generated one.
+    rshr = round half away from zero of x / 2^n; all products in int64.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from toolkit.sensor.config import NOSE, Pipeline
+
+SEED_MIX = 0x9E3779B9
+STATUS_OK, STATUS_NO_FACE = "ok", "no_face"
+L_EYE, R_EYE, L_EAR, R_EAR, L_SH, R_SH = 1, 2, 3, 4, 5, 6
+
+
+# ------------------------------------------------------------------------------ integer helpers (C twins)
+
+def rshr(x, n: int):
+    """round(x / 2^n), half away from zero (int64 arrays or ints)."""
+    x = np.asarray(x, np.int64)
+    half = np.int64(1) << (n - 1)
+    return np.where(x >= 0, (x + half) >> n, -((-x + half) >> n))
+
+
+def div_round(num: int, den: int) -> int:
+    """num / den rounded half away from zero, den > 0."""
+    q = (abs(num) * 2 + den) // (2 * den)
+    return q if num >= 0 else -q
+
+
+def floor_div(a: int, b: int) -> int:
+    return a // b  # Python floors; C needs the explicit form (tk_floor_div)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+def isqrt(n: int) -> int:
+    import math
+
+    return math.isqrt(int(n))
+
+
+def xorshift32(state: int) -> int:
+    state ^= (state << 13) & 0xFFFFFFFF
+    state ^= state >> 17
+    state ^= (state << 5) & 0xFFFFFFFF
+    return state
+
+
+def noise_q16(seed: int, n: int) -> np.ndarray:
+    """n Irwin-Hall (12 uniforms) approximately unit Gaussians in Q16 from the on-device PRNG."""
+    s = (int(seed) ^ SEED_MIX) & 0xFFFFFFFF or 1
+    draws = np.empty(12 * n, np.int64)
+    for i in range(12 * n):
+        s ^= (s << 13) & 0xFFFFFFFF
+        s ^= s >> 17
+        s ^= (s << 5) & 0xFFFFFFFF
+        draws[i] = s >> 16
+    return (draws.reshape(n, 12).sum(1) - 6 * 65536).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------ geometry
+
+def face_box(kp_q8: np.ndarray, visible: np.ndarray) -> tuple[int, int, int, int]:
+    """Integer twin of toolkit.detect.pipeline._box_from_keypoints, corners rounded outward."""
+    def dist(a, b):
+        dx, dy = int(kp_q8[a, 0] - kp_q8[b, 0]), int(kp_q8[a, 1] - kp_q8[b, 1])
+        return isqrt(dx * dx + dy * dy)
+
+    eye = dist(L_EYE, R_EYE)
+    ear = dist(L_EAR, R_EAR) if visible[L_EAR] and visible[R_EAR] else 0
+    sh = dist(L_SH, R_SH) if visible[L_SH] and visible[R_SH] else 0
+    side = max(div_round(12 * ear, 10), div_round(21 * eye, 10), div_round(45 * sh, 100), 4 * 256)
+    nx, ny = int(kp_q8[NOSE, 0]), int(kp_q8[NOSE, 1])
+    return (floor_div(2 * nx - side, 512), floor_div(2 * ny - side, 512),
+            ceil_div(2 * nx + side, 512), ceil_div(2 * ny + side, 512))
+
+
+def crop_box(box) -> tuple[int, int, int]:
+    """(x0, y0, side): `toolkit.data.crop.expanded_crop_box` of an integer box, in exact integers."""
+    bx0, by0, bx1, by1 = (int(v) for v in box)
+    s = max(bx1 - bx0, by1 - by0)
+    side = 2 * s
+    return floor_div(bx0 + bx1 - 2 * s + 1, 2), floor_div(5 * (by0 + by1) - 9 * s + 5, 10), side
+
+
+def crop_indices(c0: int, side: int, S: int, limit: int) -> np.ndarray:
+    j = np.arange(S, dtype=np.int64)
+    return np.clip(c0 + ((2 * j + 1) * side) // (2 * S), 0, limit - 1)
+
+
+def unknown_1d(c0: int, side: int, S: int, b0: int, b1: int) -> np.ndarray:
+    """Crop pixels (one axis) that overlap [b0, b1): pixel j covers [c0 + j side/S, c0 + (j+1) side/S)."""
+    j = np.arange(S, dtype=np.int64)
+    return (c0 * S + j * side < b1 * S) & (c0 * S + (j + 1) * side > b0 * S)
+
+
+def gauss_1d(pipe: Pipeline, k_q4: int, S: int) -> np.ndarray:
+    d = np.abs((2 * np.arange(S, dtype=np.int64) + 1) * 8 - k_q4)
+    lut = pipe.gauss_q15.astype(np.int64)
+    return np.where(d < lut.size, lut[np.minimum(d, lut.size - 1)], 0)
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+def run_network(graph, q: np.ndarray) -> np.ndarray:
+    """int8 NHWC in -> int8 NHWC out through a lowered graph (int8ref), or through a callable standing in for
+    a network (the tests' twin of the firmware's hand-written test pipeline)."""
+    from toolkit.deploy import int8ref
+
+    return graph(q) if callable(graph) else int8ref.run(graph, q)
+
+
+def pose_keypoints(frame: np.ndarray, pipe: Pipeline):
+    """(keypoints Q8 (7, 2) int64, peaks (7,) int8, visible (7,) bool) of a frame."""
+    from toolkit.pose.model import decode_heatmaps_int8
+
+    q = pipe.pose_input_lut[frame.astype(np.int64)][None]
+    hm = run_network(pipe.pose_graph, q)[0]
+    kp, peaks = decode_heatmaps_int8(hm, pipe.heatmap_zero_point, pipe.heatmap_stride)
+    visible = (peaks.astype(np.int64) - pipe.heatmap_zero_point) >= pipe.visible_min
+    return kp, peaks, visible
+
+
+def check_frame(frame, pipe: Pipeline) -> np.ndarray:
+    frame = np.asarray(frame)
+    n = pipe.frame_size
+    if frame.shape != (n, n, 3) or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be {n}x{n}x3 uint8 (the pose model's input), got {frame.shape} {frame.dtype}")
+    return frame
+
+
+def student_inputs(frame: np.ndarray, pipe: Pipeline, kp_q8, visible, box, crop, seed: int):
+    """(crop pixels (S,S,3) uint8, known (S,S) bool, maps Q15 (S,S,7), x_init Q16 (S,S,3)) for a face."""
+    S, H = pipe.size, pipe.frame_size
+    cx0, cy0, side = crop
+    ys, xs = crop_indices(cy0, side, S, H), crop_indices(cx0, side, S, H)
+    img = frame[ys[:, None], xs[None, :]]
+    unknown = unknown_1d(cy0, side, S, box[1], box[3])[:, None] & unknown_1d(cx0, side, S, box[0], box[2])[None, :]
+    known = ~unknown
+    maps = np.zeros((S, S, 7), np.int64)
+    for k in range(7):
+        if not visible[k]:
+            continue
+        kx = div_round((int(kp_q8[k, 0]) - 256 * cx0) * S, side * 16)
+        ky = div_round((int(kp_q8[k, 1]) - 256 * cy0) * S, side * 16)
+        maps[..., k] = rshr(gauss_1d(pipe, ky, S)[:, None] * gauss_1d(pipe, kx, S)[None, :], 15)
+    z = noise_q16(seed, S * S * 3).reshape(S, S, 3)
+    img_q16 = pipe.pixel_q16[img].astype(np.int64)
+    x = np.where(known[..., None], rshr(pipe.sqrt_a0_q14 * img_q16 + pipe.sqrt_1ma0_q14 * z, 14), z)
+    return img, known, maps, x
+
+
+def run_student(pipe: Pipeline, img: np.ndarray, known: np.ndarray, maps: np.ndarray, x: np.ndarray,
+                keep_steps: bool = False):
+    """All student steps in integers; returns the generated crop (S,S,3) uint8 (and per-step int8 outputs)."""
+    from toolkit.deploy.int8ref import multiply_by_quantized_multiplier as mbqm
+
+    S = pipe.size
+    img_q16 = pipe.pixel_q16[img].astype(np.int64)
+    k3 = known[..., None]
+    ctx = np.where(k3, img_q16, 0)
+    mask = np.where(known, 65536, 0)[..., None]
+    outs = []
+    for i, st in enumerate(pipe.steps):
+        v = np.concatenate([x, ctx, mask, maps * 2], axis=2)  # Q16, NHWC channel order of student_input
+        q = np.clip(mbqm(v, st.in_multiplier, st.in_shift) + st.in_zero_point, -128, 127).astype(np.int8)
+        out = run_network(st.graph, q.reshape(1, S, S, 14))[0]
+        outs.append(out)
+        if i + 1 < len(pipe.steps):
+            x0 = st.x0_q16[out.astype(np.int64) + 128].astype(np.int64)
+            x = rshr(st.c1_q14 * x + st.c2_q14 * np.where(k3, img_q16, x0), 14)
+    pix = pipe.out_pixel_lut[outs[-1].astype(np.int64) + 128]
+    return (pix, outs) if keep_steps else pix
+
+
+def paste(frame: np.ndarray, gen: np.ndarray, box, crop, S: int) -> np.ndarray:
+    """Frame with every pixel of the face box (clipped) replaced by its nearest generated crop pixel."""
+    H, W = frame.shape[:2]
+    cx0, cy0, side = crop
+    x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], W), min(box[3], H)
+    out = frame.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    fy, fx = np.arange(y0, y1, dtype=np.int64), np.arange(x0, x1, dtype=np.int64)
+    iy = np.clip(((2 * (fy - cy0) + 1) * S) // (2 * side), 0, S - 1)
+    ix = np.clip(((2 * (fx - cx0) + 1) * S) // (2 * side), 0, S - 1)
+    out[y0:y1, x0:x1] = gen[iy[:, None], ix[None, :]]
+    return out
+
+
+def anonymize_frame(frame, pipe: Pipeline, seed: int):
+    """(anonymized frame or None, info). None (status "no_face") when the nose is not seen: fail closed.
+
+    info: status, keypoints_q8 (7x2), peaks (7), visible (7), box (x0,y0,x1,y1) and crop (x0,y0,side) when a
+    face was found, crc (CRC-32 of the output frame bytes), and the intermediate crop/mask for reports."""
+    frame = check_frame(frame, pipe)
+    seed = int(seed)
+    if not 0 <= seed <= 0xFFFFFFFF:
+        raise ValueError(f"seed must be a 32-bit unsigned integer, got {seed}")
+    kp, peaks, visible = pose_keypoints(frame, pipe)
+    info = {"status": STATUS_NO_FACE, "keypoints_q8": kp.tolist(), "peaks": [int(p) for p in peaks],
+            "visible": [bool(v) for v in visible], "seed": seed}
+    if not visible[NOSE]:
+        return None, info
+    box = face_box(kp, visible)
+    crop = crop_box(box)
+    img, known, maps, x = student_inputs(frame, pipe, kp, visible, box, crop, seed)
+    gen = run_student(pipe, img, known, maps, x)
+    out = paste(frame, gen, box, crop, pipe.size)
+    info.update(status=STATUS_OK, box=list(box), crop=list(crop), crc=zlib.crc32(out.tobytes()) & 0xFFFFFFFF,
+                crop_pixels=img, known=known, generated=gen)
+    return out, info
