@@ -189,6 +189,15 @@ def _prepare_face(image: np.ndarray, person, resolution: int) -> dict:
     if face_box is None:
         raise ValueError("no face box")
     face_px = box_pixels(face_box, image.shape)  # validates finiteness / emptiness against the image
+    # The detector clips face_box to the image; frame the crop and its mask on the whole face, so that at
+    # the image border the hole also covers the padding (edge-replicated face pixels) beyond it. Only a
+    # whole-face box that contains face_box is used: the mask hole must always cover face_box.
+    whole = _field(person, "face_box_unclipped")
+    if whole is not None:
+        fb, wb = np.asarray(face_box, dtype=np.float64), np.asarray(whole, dtype=np.float64)
+        if (wb.shape == fb.shape == (4,) and np.isfinite(wb).all() and (wb[:2] <= fb[:2]).all()
+                and (wb[2:] >= fb[2:]).all()):
+            face_box = whole
     crop_box = expanded_crop_box(face_box, image.shape)
     if not (crop_box[0] <= face_px[0] and crop_box[1] <= face_px[1] and face_px[2] <= crop_box[2]
             and face_px[3] <= crop_box[3]):

@@ -189,40 +189,47 @@ class Device:
         f["in_zp"], f["out_zp"] = int(f["in_zp"]), int(f["out_zp"])
         return f
 
-    def load(self, name: str, data: np.ndarray, retries: int = 2) -> None:
-        raw = np.ascontiguousarray(data, dtype=np.int8).tobytes()
+    def _upload(self, command: str, raw: bytes, retries: int, what: str) -> None:
+        """`command <offset> <hex> <crc32>` chunks in order; a chunk garbled on the wire is resent."""
         for off in range(0, len(raw), CHUNK):
             chunk = raw[off: off + CHUNK]
             for attempt in range(retries + 1):
                 try:
-                    r = self.link.command(f"load {name} {off} {chunk.hex()} {crc32(chunk):08x}")
+                    r = self.link.command(f"{command} {off} {chunk.hex()} {crc32(chunk):08x}")
                     break
                 except ProtocolError as exc:  # a byte lost on the wire: resend that chunk
                     if exc.code != "bad_crc" or attempt == retries:
                         raise
             if r.int("have") != off + len(chunk):
-                raise DeviceError(f"device acknowledged {r.fields.get('have')} bytes, expected {off + len(chunk)}")
+                raise DeviceError(f"device acknowledged {r.fields.get('have')} {what} bytes, expected {off + len(chunk)}")
+
+    def load(self, name: str, data: np.ndarray, retries: int = 2) -> None:
+        self._upload(f"load {name}", np.ascontiguousarray(data, dtype=np.int8).tobytes(), retries, "input")
 
     def infer(self, name: str, n: int, timeout: float) -> dict:
         r = self.link.command(f"infer {name} {n}", timeout=timeout)
         return {"unit": r.fields["unit"], "n": r.int("n"), "total": r.int("total"), "min": r.int("min"),
                 "max": r.int("max"), "crc": r.hex("crc")}
 
-    def results(self, size: int) -> np.ndarray:
-        digest = self.link.command("results")
+    def _read_back(self, command: str, size: int, dtype, what: str) -> np.ndarray:
+        """`command` (digest), then `command <offset> <n>` chunks, each and the whole checked by CRC-32."""
+        digest = self.link.command(command)
         if digest.int("total") != size:
-            raise DeviceError(f"device output has {digest.int('total')} bytes, expected {size}")
+            raise DeviceError(f"device {what} has {digest.int('total')} bytes, expected {size}")
         out = bytearray()
         for off in range(0, size, CHUNK):
             n = min(CHUNK, size - off)
-            r = self.link.command(f"results {off} {n}")
+            r = self.link.command(f"{command} {off} {n}")
             data = bytes.fromhex(r.fields["data"])
             if len(data) != n or crc32(data) != r.hex("crc"):
-                raise DeviceError(f"output chunk at {off} corrupted in transit")
+                raise DeviceError(f"{what} chunk at {off} corrupted in transit")
             out += data
         if crc32(bytes(out)) != digest.hex("crc"):
-            raise DeviceError("output checksum mismatch after reassembly")
-        return np.frombuffer(bytes(out), np.int8).copy()
+            raise DeviceError(f"{what} checksum mismatch after reassembly")
+        return np.frombuffer(bytes(out), dtype).copy()
+
+    def results(self, size: int) -> np.ndarray:
+        return self._read_back("results", size, np.int8, "output")
 
     def selftest(self, name: str, timeout: float) -> dict:
         r = self.link.command(f"selftest {name}", timeout=timeout)
@@ -239,18 +246,7 @@ class Device:
         return out
 
     def load_frame(self, frame: np.ndarray, retries: int = 2) -> None:
-        raw = np.ascontiguousarray(frame, dtype=np.uint8).tobytes()
-        for off in range(0, len(raw), CHUNK):
-            chunk = raw[off: off + CHUNK]
-            for attempt in range(retries + 1):
-                try:
-                    r = self.link.command(f"frame {off} {chunk.hex()} {crc32(chunk):08x}")
-                    break
-                except ProtocolError as exc:
-                    if exc.code != "bad_crc" or attempt == retries:
-                        raise
-            if r.int("have") != off + len(chunk):
-                raise DeviceError(f"device acknowledged {r.fields.get('have')} frame bytes, expected {off + len(chunk)}")
+        self._upload("frame", np.ascontiguousarray(frame, dtype=np.uint8).tobytes(), retries, "frame")
 
     @staticmethod
     def _pipeline_fields(fields: dict) -> dict:
@@ -281,17 +277,4 @@ class Device:
         return {"status": r.fields["status"], "seed": r.int("seed"), **self._pipeline_fields(r.fields)}
 
     def frame_out(self, size: int) -> np.ndarray:
-        digest = self.link.command("frame_out")
-        if digest.int("total") != size:
-            raise DeviceError(f"device frame has {digest.int('total')} bytes, expected {size}")
-        out = bytearray()
-        for off in range(0, size, CHUNK):
-            n = min(CHUNK, size - off)
-            r = self.link.command(f"frame_out {off} {n}")
-            data = bytes.fromhex(r.fields["data"])
-            if len(data) != n or crc32(data) != r.hex("crc"):
-                raise DeviceError(f"frame chunk at {off} corrupted in transit")
-            out += data
-        if crc32(bytes(out)) != digest.hex("crc"):
-            raise DeviceError("frame checksum mismatch after reassembly")
-        return np.frombuffer(bytes(out), np.uint8).copy()
+        return self._read_back("frame_out", size, np.uint8, "frame")

@@ -75,7 +75,9 @@ def _split_photos(names: list[str], val_fraction: float, seed: int) -> set[str]:
 
 
 def _face_record(image, person, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    face_box = [float(v) for v in person.face_box]
+    # Frame on the whole face (the detector clips face_box to the image), exactly as anonymize does.
+    whole = getattr(person, "face_box_unclipped", None)
+    face_box = [float(v) for v in (person.face_box if whole is None else whole)]
     crop_box = expanded_crop_box(face_box, image.shape)
     crop, valid = crop_and_resize(image, crop_box, size)
     kp = to_crop_coords(np.asarray(person.keypoints, dtype=np.float64), crop_box, size) / size

@@ -22,6 +22,8 @@ def draw(image, persons, *, thickness: int | None = None) -> np.ndarray:
     t = thickness or max(1, round(max(h, w) / 400))
     for p in persons:
         x0, y0, x1, y1 = (int(round(v)) for v in p.face_box)
+        # face_box is clipped to [0, w] x [0, h]; the last drawable pixel row/column is w-1 / h-1.
+        x1, y1 = min(x1, w - 1), min(y1, h - 1)
         cv2.rectangle(out, (x0, y0), (x1, y1), (0, 255, 0), t)
         cv2.putText(out, f"{p.score:.2f}", (x0, max(0, y0 - 3 * t)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * t,
                     (0, 255, 0), t, cv2.LINE_AA)

@@ -8,9 +8,22 @@
    built from the face box; the two landmark answers are averaged (steadier shoulders on portraits,
    where the person detector must guess hips far outside the photo). A face that no person explains
    seeds a body region of its own (people the person detector missed). If the landmark model does not
-   confirm a body there, the face's own keypoints (eyes, nose, ears) make the person, shoulders unknown.
+   report a body there, the face's own keypoints (eyes, nose, ears) make the person, shoulders unknown.
+   Either way such a person is a wide-search find (higher score bar), and the landmark model's body
+   presence stays in its score: handed a region framed for a person, that model reports a body around
+   almost any face-like blob, so it is no independent confirmation.
 3. Duplicates are merged, and each person gets the face box of the face detector that matches it, or a
-   head-sized box derived from its keypoints."""
+   head-sized box derived from its keypoints.
+
+Face boxes (x0, y0, x1, y1), continuous pixel coordinates (toolkit.data.crop's convention):
+- `Person.face_box` is clipped to the image: 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height. It is exactly
+  the part of the face that is in the picture, so masking, blurring or generating it covers every visible
+  face pixel, and it can be used to slice the image directly.
+- `Person.face_box_unclipped` is the whole face as the detector sees it; for a face cut by the image border
+  it runs past the border (equal to `face_box` otherwise). Use it where the face's true size and centre
+  matter (e.g. framing a crop around the whole face), never to index pixels.
+- A person whose face box has no area inside the image (a body whose head is out of frame) is not
+  reported: there is no face to anonymize, and no box to give."""
 
 from __future__ import annotations
 
@@ -29,27 +42,38 @@ POSE_PRESENCE_MIN = 0.5
 # Body region from a face, in face-box widths (body proportions as BlazePose frames them: hip centre
 # ~4 face widths below the face centre, region side ~13 face widths).
 FACE_TO_HIP = 4.2
-# People found only by the wider searches (tiles; a face without a body) need a higher score.
+# People found only by the wider searches (tiles; a face the person detector did not propose, with or
+# without a body the landmark model reports for it) need a higher score.
 EXTRA_MIN = 0.6
 FACE_TO_ROI = 13.3
 
 
 @dataclass
 class Person:
-    """One person: face box (x0, y0, x1, y1) and the 7 FDF keypoints (COCO order) in pixels."""
+    """One person: face box (x0, y0, x1, y1) and the 7 FDF keypoints (COCO order) in pixels.
 
-    face_box: np.ndarray  # (4,) float
+    `face_box` lies inside the image (clipped); `face_box_unclipped` may run past its border (see the
+    module docstring). Keypoints are not clipped: points outside the image are reported, marked invisible.
+    """
+
+    face_box: np.ndarray  # (4,) float, clipped to the image, non-empty
     keypoints: np.ndarray  # (7, 2) float pixels
     keypoint_scores: np.ndarray  # (7,) float in [0, 1]
     visible: np.ndarray  # (7,) bool: inside the image and confidently seen
     score: float
     source: str = "pose"  # "pose": landmark model; "face": face detector keypoints only (no shoulders)
     face_score: float = 0.0  # face detector score of the matched face (0 when none matched)
+    face_box_unclipped: np.ndarray | None = None  # (4,) float; None (given) = same as face_box
+
+    def __post_init__(self):
+        if self.face_box_unclipped is None:
+            self.face_box_unclipped = np.asarray(self.face_box, dtype=np.float64).copy()
 
     def to_dict(self) -> dict:
         return {
             "score": round(float(self.score), 4),
             "face_box": [round(float(v), 2) for v in self.face_box],
+            "face_box_unclipped": [round(float(v), 2) for v in self.face_box_unclipped],
             "face_score": round(float(self.face_score), 4),
             "source": self.source,
             "keypoints": {
@@ -76,10 +100,10 @@ def detect(image, *, min_score: float = 0.5, multiscale: bool = True,
 
     `min_score` filters people by detector confidence. `multiscale` also runs the detectors on
     overlapping tiles: finds people down to ~100 px tall / faces of ~15 px, 3-5x slower than the
-    whole-image pass alone. People found only by these wider searches (a tile, or a face that no body
-    confirms) must also score `min_extra_score`: such searches see more clutter (hands, lamps, prints)
-    that fools the detectors near 0.5. Raises toolkit.images.ImageReadError (a ValueError) for
-    unreadable input.
+    whole-image pass alone. People found only by these wider searches (a tile, or a face that the person
+    detector did not propose) must also score `min_extra_score`: such searches see more clutter (hands,
+    lamps, prints, a model shuttle's nose) that fools the detectors near 0.5. Raises
+    toolkit.images.ImageReadError (a ValueError) for unreadable input.
     """
     img = load_rgb(image)
     h, w = img.shape[:2]
@@ -104,14 +128,17 @@ def detect(image, *, min_score: float = 0.5, multiscale: bool = True,
         face_score = min(face.score, M.verify_face(img, face))
         if face_score < det_floor:
             continue
+        # The landmark model, handed a region framed for a person around any face-like blob, readily
+        # reports a body there (the shuttle model's nose on the mirrored astronaut photo: pose 0.69). So
+        # its body presence stays in the score (as for person-detector proposals) instead of being
+        # replaced by the face score, and a face-seeded person, body or not, is a wide-search find.
         cand = _from_landmarks(img, _roi_from_face(face), face_score)
         if cand is not None and _face_matches(face, cand):
             cand.face = face
-            cand.score = face_score
             cand.extra["seeded_by_face"] = True
         else:
             cand = _from_face(face, face_score)
-            cand.extra["wide_search"] = True
+        cand.extra["wide_search"] = True
         candidates.append(cand)
     candidates = _dedupe(candidates)
 
@@ -124,16 +151,33 @@ def detect(image, *, min_score: float = 0.5, multiscale: bool = True,
             score = max(score, c.face.score)
         if score < min_score or (c.extra.get("wide_search") and score < min_extra_score):
             continue
-        box = c.face.box.copy() if c.face is not None else _box_from_keypoints(c.keypoints, c.scores)
+        full_box = (c.face.box if c.face is not None else _box_from_keypoints(c.keypoints, c.scores))
+        full_box = np.asarray(full_box, dtype=np.float64).copy()
+        box = clip_box(full_box, w, h)
+        if box is None:  # head entirely out of frame: no face in the picture to report
+            continue
         visible = visibility(c.keypoints, w, h) & (c.scores >= KEYPOINT_MIN_SCORE)
-        persons.append(Person(box.astype(np.float64), c.keypoints.astype(np.float64), c.scores.astype(np.float64),
+        persons.append(Person(box, c.keypoints.astype(np.float64), c.scores.astype(np.float64),
                               visible, float(score), c.source,
-                              float(c.face.score) if c.face is not None else 0.0))
+                              float(c.face.score) if c.face is not None else 0.0, full_box))
     persons.sort(key=lambda p: -p.score)
     return persons
 
 
 # ----------------------------------------------------------------------------------------------------
+
+
+def clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """`box` (x0, y0, x1, y1) intersected with the image [0, width] x [0, height]; None when that is empty
+    (or the box is not finite)."""
+    box = np.asarray(box, dtype=np.float64)
+    if box.shape != (4,) or not np.isfinite(box).all():
+        return None
+    out = np.array([np.clip(box[0], 0, width), np.clip(box[1], 0, height),
+                    np.clip(box[2], 0, width), np.clip(box[3], 0, height)])
+    if not (out[2] > out[0] and out[3] > out[1]):
+        return None
+    return out
 
 
 def _fuse_face_region(img: np.ndarray, cand: _Candidate, faces: list[M.Detection]) -> None:
