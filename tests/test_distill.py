@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -172,9 +173,10 @@ def test_distilled_student_gets_closer_to_teacher(tiny_student_run):
     assert met["train_face_mse_after"] < 0.7 * met["train_face_mse_before"], met
     assert m["steps"] == 2 and len(m["timesteps"]) == 2 and m["timesteps"][0] > m["timesteps"][1]
     # Held-out evaluation against the guided teacher from the same noise is stored.
-    for key in ("psnr_db", "ssim", "kp_patch_psnr_db"):
+    for key in ("psnr_db", "ssim", "kp_patch_psnr_db", "kp_nme", "kp_pck@0.2", "sec_per_face"):
         assert isinstance(met[key], float), key
-    assert met["eval_faces"] >= 1
+    assert met["eval_faces"] >= 1 and met["eval_split"] == "val"
+    assert isinstance(met["teacher_keypoints"]["kp_nme"], float)
     assert m["budget"]["params"] > 0 and m["teacher"]["sampling"]["steps"] == 8
     assert (tiny_student_run / "samples.png").exists()
     assert (tiny_student_run / "config.json").exists()
@@ -259,24 +261,67 @@ def test_resume_continues_from_checkpoint(tmp_path, tiny_teacher_run, capsys):
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_eval_command_stores_metrics(tmp_path, tiny_student_run, capsys):
+def test_eval_command_compares_students_and_stores_metrics(tmp_path, tiny_student_run, tiny_teacher_run, fdf_dir,
+                                                           capsys):
     import shutil
 
     from toolkit.artifacts import read_manifest
     from toolkit.cli import main
+    from toolkit.distill.distill import distill
 
     run = tmp_path / "student"
     shutil.copytree(tiny_student_run, run)
     before = read_manifest(run)["metrics"]
-    assert main(["distill", "eval", str(run), "--faces", "2", "--json", "--no-progress"]) == 0
+    # A second (barely trained) 1-step student of the same teacher, same teacher sampling: one table for both.
+    one = tmp_path / "one-step"
+    distill(tiny_teacher_run, one, 1, preset="tiny", max_steps=5, batch_size=4, pairs_per_image=1,
+            teacher_steps=8, max_images=4, eval_faces=0, progress=False)
+    assert main(["distill", "eval", str(run), str(one), "--faces", "2", "--json", "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert set(result["students"]) == {"1", "2"}
     s = result["students"]["2"]
     assert 0 < s["psnr_db"] <= 100 and -1 <= s["ssim"] <= 1
     # Same faces, same seeds, same weights: the stored evaluation is reproduced exactly.
     assert s["psnr_db"] == pytest.approx(before["psnr_db"], abs=1e-3)
-    after = read_manifest(run)["metrics"]
-    assert after["psnr_db"] == s["psnr_db"] and after["train_face_mse_after"] == before["train_face_mse_after"]
+    # Held-out faces only: the fixture's val split has one face, and the output says it is too few.
+    assert result["faces"] == 1 and result["split"] == "val"
+    assert "only 1 held-out face" in result["warning"] and "the val split holds no more" in result["warning"]
+    # Keypoint adherence for the real crops (the probe's floor), the teacher and each student; time per face.
+    for row in (result["real"], result["mean_face"], result["noise_control"], result["teacher"],
+                *result["students"].values()):
+        assert 0 <= row["kp_nme"] < 5 and 0 <= row["kp_pck@0.2"] <= 1, row
+    for row in (result["teacher"], *result["students"].values()):
+        assert row["sec_per_face"] > 0
+    assert result["teacher"]["steps"] == 8
+    # The probe cached by the distillation was reused (not retrained) and copied into the other run.
+    assert result["probe"]["cached"] == str(run / "keypoint_probe")
+    assert (one / "keypoint_probe" / "probe.json").exists()
+    for r, steps in ((run, 2), (one, 1)):
+        met = read_manifest(r)["metrics"]
+        assert met["psnr_db"] == result["students"][str(steps)]["psnr_db"]
+        assert met["kp_nme"] == result["students"][str(steps)]["kp_nme"]
+        assert set(met["evaluation"]["students"]) == {"1", "2"} and met["eval_warning"] == result["warning"]
+        assert met["teacher_keypoints"]["kp_nme"] == result["teacher"]["kp_nme"]
+    assert read_manifest(run)["metrics"]["train_face_mse_after"] == before["train_face_mse_after"]
+    # The printed table: one row per model, the warning, and the probe's floor vs the baseline.
+    assert main(["distill", "eval", str(run), str(one), "--faces", "2", "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "WARNING: only 1 held-out face" in table and "on 1 held-out (val) face" in table
+    for row in ("| real crops (probe floor) |", "| mean keypoints (baseline) |", "| noise in the box (control) |", "| teacher | 8 |", "| student | 1 |", "| student | 2 |"):
+        assert row in table, table
+    assert "mean-keypoint baseline" in table
+    # More noise draws: more samples of the same held-out face, said as such.
+    assert main(["distill", "eval", str(run), "--faces", "2", "--draws", "3", "--json", "--no-progress"]) == 0
+    drawn = json.loads(capsys.readouterr().out)
+    assert drawn["faces"] == 1 and drawn["samples"] == 3 and drawn["draws"] == 3
     assert main(["distill", "eval", str(tmp_path / "nothing")]) == 2
+    assert main(["distill", "eval", str(run), "--draws", "0"]) == 2
+    # No val split: refused, never evaluated on training faces.
+    noval = tmp_path / "noval"
+    shutil.copytree(fdf_dir / "train", noval / "train")
+    capsys.readouterr()
+    assert main(["distill", "eval", str(run), "--data", str(noval), "--no-progress"]) == 2
+    assert "never uses training faces" in capsys.readouterr().err
 
 
 def test_ddim_jump_target_lands_on_the_next_state():
@@ -293,3 +338,121 @@ def test_ddim_jump_target_lands_on_the_next_state():
     assert pick_timesteps(teacher_ts, 4) == [960, 720, 480, 240]
     with pytest.raises(ValueError):
         pick_timesteps([960, 480], 4)
+
+
+# --- keypoint probe and adherence ---------------------------------------------------------------------
+
+PROBE_CV_ITERS = 300
+
+
+def test_keypoint_probe_beats_the_mean_keypoint_baseline_on_held_out_faces(fdf_dir):
+    """3-fold cross-validation over the real training faces (the val split holds a single face): on faces it
+    never saw, the probe must be closer to the true keypoints than the box-relative mean position is."""
+    from toolkit.data import FDFDataset
+    from toolkit.distill.probe import (
+        ProbeConfig,
+        mean_keypoints,
+        probe_floor,
+        train_probe,
+    )
+
+    ds = FDFDataset(fdf_dir, "train", size=32)
+    n = len(ds)
+    assert n >= 9, f"fixture too small for 3 folds ({n} faces)"
+    sums = {"probe": 0.0, "baseline": 0.0, "points": 0}
+    for fold in range(3):
+        held = [i for i in range(n) if i % 3 == fold]
+        keep = [i for i in range(n) if i % 3 != fold]
+        probe = train_probe(ds, ProbeConfig(resolution=32, iters=PROBE_CV_ITERS), progress=False, indices=keep)
+        f = probe_floor(probe, ds, mean_keypoints(ds, keep), indices=held, flips=True)
+        sums["probe"] += f["nme"] * f["points"]
+        sums["baseline"] += f["baseline_nme"] * f["points"]
+        sums["points"] += f["points"]
+    probe_nme, base_nme = sums["probe"] / sums["points"], sums["baseline"] / sums["points"]
+    assert probe_nme < 0.9 * base_nme, (probe_nme, base_nme)
+
+
+def _fixture_probe(run):
+    from toolkit.distill.evaluate import PROBE_DIR
+    from toolkit.distill.probe import load_probe
+
+    found = load_probe(run / PROBE_DIR)
+    assert found is not None, "the distillation's evaluation must cache its keypoint probe in the run"
+    return found
+
+
+def test_adherence_is_worse_for_keypoints_shifted_off_the_face(tiny_student_run, fdf_dir):
+    """The metric can fail: the same real faces judged against keypoints moved by a quarter of the face box
+    score clearly worse than against their own keypoints."""
+    from toolkit.data import FDFDataset
+    from toolkit.distill.probe import adherence, box_side, load_split
+
+    probe, info = _fixture_probe(tiny_student_run)
+    for split in ("train", "val"):
+        d = load_split(FDFDataset(fdf_dir, split, size=32), flips=True)
+        true = adherence(probe, d["image"], d["keypoints"], d["visible"], d["box"])
+        side = torch.tensor([box_side(b) for b in d["box"]])[:, None] / 32
+        for axis in (0, 1):
+            kp = d["keypoints"].clone()
+            kp[..., axis] += 0.25 * side  # a quarter of the box: still inside it, no longer on the features
+            moved = adherence(probe, d["image"], kp, d["visible"], d["box"])
+            assert moved["nme"] > true["nme"] + 0.05, (split, axis, true, moved)
+            assert moved["pck@0.2"] < true["pck@0.2"], (split, axis, true, moved)
+    # The probe's floor on the held-out face is stored beside it (the figure the adherence is read against).
+    assert info["floor"]["faces"] == len(FDFDataset(fdf_dir, "val")) and info["floor"]["nme"] is not None
+
+
+def test_probe_is_cached_and_reused(tmp_path, fdf_dir):
+    from toolkit.data import FDFDataset
+    from toolkit.distill.probe import (
+        ProbeConfig,
+        load_or_train_probe,
+        load_probe,
+        predict,
+        probe_key,
+    )
+
+    cfg = ProbeConfig(resolution=32, iters=20)
+    a, b = tmp_path / "run_a" / "keypoint_probe", tmp_path / "run_b" / "keypoint_probe"
+    probe, info = load_or_train_probe(fdf_dir, 32, [a], cfg, progress=False)
+    assert info["cached"] is None and (a / "probe.json").exists()
+    again, info2 = load_or_train_probe(fdf_dir, 32, [b, a], cfg, progress=False)
+    assert info2["cached"] == str(a) and (b / "probe.json").exists(), "found in a, copied to b"
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    boxes = torch.tensor([[8, 6, 24, 24], [9, 7, 25, 25]])
+    torch.testing.assert_close(predict(probe, x, boxes), predict(again, x, boxes))
+    # Other training settings: not the same probe, unless any training settings will do.
+    key = probe_key(FDFDataset(fdf_dir, "train", size=32), ProbeConfig(resolution=32, iters=21))
+    assert load_probe(a, key) is None
+    assert load_probe(a, key, any_config=True) is not None
+    with pytest.raises(ValueError, match="32 px"):
+        load_or_train_probe(fdf_dir, 64, [a], cfg, progress=False)
+
+
+def test_probe_and_metric_units():
+    from toolkit.distill.probe import (
+        KeypointProbe,
+        box_masks,
+        point_errors,
+        soft_argmax,
+        summarize_errors,
+    )
+
+    # soft-argmax of a sharp peak is that cell's centre
+    logits = torch.full((1, 7, 16, 16), -50.0)
+    logits[0, :, 4, 10] = 50.0
+    torch.testing.assert_close(soft_argmax(logits)[0, 0], torch.tensor([10.5 / 16, 4.5 / 16]))
+    m = box_masks([[2, 3, 6, 8]], 10)
+    assert m.shape == (1, 1, 10, 10) and m[0, 0, 3:8, 2:6].sum() == 0 and m.sum() == 100 - 20
+    # errors are per box side sqrt(w*h): a 4 px miss in a 16x16 box of a 32 px crop is 0.25
+    ref = np.full((7, 2), 0.5)
+    pred = ref.copy()
+    pred[0, 0] += 4 / 32
+    vis = np.array([1, 1, 1, 0, 0, 1, 1], bool)
+    e = point_errors(pred, ref, vis, (8, 8, 24, 24), 32)
+    assert e.tolist() == [0.25, 0.0, 0.0]  # face points only, invisible ones skipped
+    s = summarize_errors([e])
+    assert s["nme"] == pytest.approx(0.25 / 3, abs=1e-4) and s["pck@0.2"] == pytest.approx(2 / 3, abs=1e-4)
+    assert summarize_errors([])["nme"] is None
+    with pytest.raises(ValueError, match="32x32"):
+        KeypointProbe(32).keypoints(torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64))

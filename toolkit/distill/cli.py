@@ -2,7 +2,25 @@
 
   toolkit distill --teacher RUN --out RUN --steps 1|2|4 [--preset mcu32] [--max-steps N] [--resume] [--data DIR]
   toolkit distill info --preset mcu32 [--per-layer]      (same as: toolkit distill --preset mcu32 --print-budget)
-  toolkit distill eval STUDENT_RUN [STUDENT_RUN ...] [--faces N]
+  toolkit distill eval STUDENT_RUN [STUDENT_RUN ...] [--faces N] [--draws K] [--probe-iters N]
+
+eval: the students (e.g. the 1-, 2- and 4-step runs of one teacher) and the teacher inpaint the same held-out
+faces (the dataset's val split only, up to --faces, default 64; never training faces) from the same noise.
+One table: PSNR and SSIM of each student vs the teacher on the face box, keypoint adherence of the teacher
+and each student, and CPU seconds per face. It is printed and stored in every student's toolkit.json
+(metrics, and the whole table under metrics.evaluation). With fewer than 8 held-out faces a warning is
+printed and stored: such figures are anecdotes.
+
+Keypoint adherence: a small conv keypoint probe (toolkit/distill/probe.py) is trained once on the REAL
+training crops of the dataset at the students' resolution (flips, shifts, scale, rotation, colour and blur
+jitter; it also sees the face-box mask, and a shape prior around the mean face) and cached in each run's
+keypoint_probe/ folder. It reads the nose, eyes and ears of every generated face; kp NME = mean distance to
+the keypoints the generator was conditioned on / face-box side sqrt(w*h) (lower is better), PCK@0.2 = share
+of points within 0.2 box sides. Reference rows: "real crops" = the probe on the real held-out faces against
+their own keypoints (the floor: what real faces score; differences below it mean nothing); "mean keypoints"
+= the box-relative training mean, no probe; "noise in the box" = the real crops with noise in the face box
+(a generator that draws nothing). The probe's error on the val split and the mean-keypoint baseline's are
+printed below the table: a probe that does not beat that baseline tells little. See docs/distill.md.
 """
 
 from __future__ import annotations
@@ -46,8 +64,15 @@ def register(subparsers) -> None:
                    default=None, help="RePaint replacement in the teacher's targets (default: the teacher's own "
                                       "sampling default)")
     p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--eval-faces", "--faces", dest="eval_faces", type=int, default=16,
-                   help="held-out (val) faces for the evaluation (default 16)")
+    p.add_argument("--eval-faces", "--faces", dest="eval_faces", type=int, default=64,
+                   help="held-out (val split) faces for the evaluation, as many as exist up to N (default 64)")
+    p.add_argument("--draws", type=int, default=1,
+                   help="eval: noise draws per held-out face (more samples from few faces; default 1)")
+    p.add_argument("--probe-iters", type=int,
+                   help="training iterations of the keypoint probe (default: reuse the run's cached probe, "
+                        "else train one with the probe's default)")
+    p.add_argument("--no-keypoints", action="store_true",
+                   help="eval: skip the keypoint-adherence figures (no probe training)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--stop-after", type=int, metavar="STEP",
                    help="stop (checkpointed) at this optimizer step; continue later with --resume")
@@ -76,7 +101,12 @@ def _eval(args) -> int:
 
     if not args.runs:
         raise ValueError("eval needs one or more student run directories")
-    result = evaluate_runs(args.runs, data=args.data, n_faces=args.eval_faces, progress=not args.no_progress)
+    if args.eval_faces < 1 or args.draws < 1:
+        raise ValueError("--faces and --draws must be positive")
+    if args.probe_iters is not None and args.probe_iters < 1:
+        raise ValueError("--probe-iters must be positive")
+    result = evaluate_runs(args.runs, data=args.data, n_faces=args.eval_faces, progress=not args.no_progress,
+                           draws=args.draws, probe_iters=args.probe_iters, keypoints=not args.no_keypoints)
     print(json.dumps({k: v for k, v in result.items() if k != "grid_rows"}, indent=2) if args.json
           else format_table(result))
     return 0
@@ -97,7 +127,7 @@ def _train(args) -> int:
         batch_size=args.batch_size, lr=args.lr, pairs_per_image=args.pairs_per_image,
         max_images=args.max_images, teacher_steps=args.teacher_steps, cfg_scale=args.cfg_scale,
         rg_weight=args.rg_weight, teacher_repaint=args.teacher_repaint, checkpoint_every=args.checkpoint_every,
-        eval_faces=args.eval_faces, resume=args.resume, seed=args.seed, progress=not args.no_progress,
+        eval_faces=args.eval_faces, probe_iters=args.probe_iters, resume=args.resume, seed=args.seed, progress=not args.no_progress,
         stop_after=args.stop_after,
     )
     if manifest is None:
@@ -106,9 +136,8 @@ def _train(args) -> int:
     print(f"student written to {args.out} ({manifest['steps']} step(s) at timesteps {manifest['timesteps']})")
     print(f"face-region MSE vs the teacher on training pairs: {m['train_face_mse_before']:.4f} before -> "
           f"{m['train_face_mse_after']:.4f} after distillation")
-    if "psnr_db" in m:
-        print(format_table({"faces": m["eval_faces"], "teacher": m["teacher_keypoints"],
-                            "students": {str(manifest["steps"]): m}}))
+    if m.get("evaluation"):
+        print(format_table(m["evaluation"]))
     return 0
 
 

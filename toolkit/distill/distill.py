@@ -207,7 +207,8 @@ def distill(
     rg_weight: float | None = None,
     teacher_repaint: bool | None = None,
     checkpoint_every: int = 200,
-    eval_faces: int = 16,
+    eval_faces: int = 64,
+    probe_iters: int | None = None,
     resume: bool = False,
     seed: int = 0,
     progress: bool = True,
@@ -217,6 +218,8 @@ def distill(
 
     stop_after: stop (checkpointed) once the run reaches this optimizer step, without writing the artifact;
     continue later with resume=True (time-sliced CPU jobs). Returns None then.
+    eval_faces: held-out (val) faces for the final evaluation (0: none); probe_iters: training iterations of
+    the keypoint probe behind the adherence figures (None: the probe's default; see toolkit.distill.probe).
     """
     from tqdm import tqdm
 
@@ -367,14 +370,20 @@ def distill(
         val_set = None
         print(f"{data}: no val split; skipping the held-out evaluation")
     if val_set is not None and eval_faces > 0:
-        from toolkit.distill.evaluate import evaluate_against_teacher, save_sample_grid
+        from toolkit.distill.evaluate import (
+            PROBE_DIR,
+            evaluate_with_probe,
+            merge_metrics,
+            save_sample_grid,
+        )
         from toolkit.distill.inpainter import load_student_inpainter
 
-        result = evaluate_against_teacher(teacher, {steps: load_student_inpainter(out)}, val_set,
-                                          n_faces=eval_faces, progress=progress)
-        metrics.update(result["students"][str(steps)])
-        metrics["teacher_keypoints"] = result["teacher"]
-        metrics["eval_faces"] = result["faces"]
-        metrics["eval_split"] = "val"
+        result = evaluate_with_probe(teacher, {steps: load_student_inpainter(out)}, val_set, data,
+                                     [out / PROBE_DIR], n_faces=eval_faces, probe_iters=probe_iters,
+                                     progress=progress)
+        if result.get("warning"):
+            print(f"warning: {result['warning']}")
+        metrics = merge_metrics(metrics, result, steps)
+        fields["metrics"] = metrics
         save_sample_grid(out / "samples.png", result["grid_rows"])
     return write_manifest(out, STAGE, **fields)

@@ -1,28 +1,40 @@
-"""Student vs guided teacher on held-out faces: PSNR, SSIM and keypoint adherence; sample grids.
+"""Student vs guided teacher on held-out faces: PSNR, SSIM, keypoint adherence and time per face; sample grids.
 
-Both models inpaint the same val crops from the same noise z; the teacher at its default (guided) DDIM steps.
+Only the dataset's val split is used (never training faces): up to `n_faces` of its faces (default 64), each
+with `draws` noise draws (default 1). The teacher and every student inpaint the same crops from the same noise
+z (same per-image seed); the teacher with the sampling options its targets were made with (guided DDIM at
+the teacher's own default steps unless the distillation chose others). With fewer than MIN_FACES held-out faces a warning goes into the output and
+the manifest: the figures are then anecdotes, not estimates.
 
-- PSNR / SSIM (skimage.metrics) are computed on the face box only (mask == 0): outside it both outputs are the
-  input pixels exactly, which would only inflate the figures.
-- Keypoint adherence, two figures, because no landmark detector is reliable on a 32 px face:
-  * `kp_patch_psnr_db`: PSNR between student and teacher in small windows (1/4 of the box side) centred on the
-    conditioning face keypoints (nose, eyes, ears) that lie in the box: do the student's facial features sit
-    where the teacher put them for the same keypoints? (teacher-relative: the teacher is the reference.)
-  * `kp_detected_error` / `kp_detection_rate` (absolute, for teacher and student alike): the composited crop is
-    upsampled to 256 px and run through `toolkit.detect.detect`; the detected face's points are compared with
-    the conditioning points (mean distance / face box diagonal, `toolkit.eval.metrics.keypoint_error`). Faces
-    the detector misses count in the rate, not in the error. Reported as null when toolkit.detect is missing.
+- PSNR / SSIM (skimage.metrics), student vs teacher, on the face box only (mask == 0): outside it both
+  outputs are the input pixels exactly, which would only inflate the figures.
+- Keypoint adherence (`toolkit.distill.probe`): a small keypoint probe, trained on the real training crops of
+  the dataset at the students' resolution, reads the nose, eyes and ears of each composited output; the
+  figure is the mean distance to the keypoints the generator was conditioned on, divided by the face-box side
+  sqrt(w*h) (`kp_nme`, lower is better), and the fraction of points within 0.2 box sides (`kp_pck@0.2`).
+  The same probe on the real held-out crops against their own keypoints gives the floor (`real` row): what real
+  faces score; a generator at (or, by probe noise and its prior, slightly under) it is as adherent as the
+  probe can tell. Two reference rows bracket the figure from the other
+  side: the mean keypoint positions (`mean_face`, no probe: the box-relative training mean scored against the
+  conditioning) and the same crops with the face box filled with noise (`noise_control`: what a generator
+  that draws nothing scores through the probe).
+- `kp_patch_psnr_db` (teacher-relative, kept for continuity): PSNR between student and teacher in small
+  windows around the conditioning face keypoints.
+- `sec_per_face`: wall time of the teacher's / student's inpainting call per face, batch of `batch_size`,
+  on this machine (CPU threads as set by the caller).
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
 
 FACE_POINTS = (0, 1, 2, 3, 4)  # nose, eyes, ears: the points that fall inside the face box
-DETECT_SIZE = 256
+MIN_FACES = 8  # fewer held-out faces than this: say so, loudly
+PROBE_DIR = "keypoint_probe"  # where a student run keeps the keypoint probe its figures were measured with
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -70,45 +82,6 @@ def keypoint_patch_psnr(a: np.ndarray, b: np.ndarray, keypoints, visible, box) -
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _detector():
-    try:
-        from toolkit.detect import detect
-    except ImportError:
-        return None
-    return detect
-
-
-def detected_keypoint_error(detect, crop: np.ndarray, keypoints, visible, box):
-    """Normalized error of detected vs conditioning face points on the upsampled crop; None if no face found."""
-    import cv2
-
-    from toolkit.eval.metrics import keypoint_error
-
-    S = crop.shape[0]
-    big = cv2.resize(crop, (DETECT_SIZE, DETECT_SIZE), interpolation=cv2.INTER_CUBIC)
-    try:
-        found = detect(big)
-    except Exception:  # a detector failure on a generated face is a miss, not an evaluation crash
-        return None
-    if not found:
-        return None
-    scale = DETECT_SIZE / S
-    fb = np.array(box, float) * scale
-    centre = np.array([(fb[0] + fb[2]) / 2, (fb[1] + fb[3]) / 2])
-
-    def dist(d):
-        b = np.asarray(d.face_box, float)
-        return float(np.hypot((b[0] + b[2]) / 2 - centre[0], (b[1] + b[3]) / 2 - centre[1]))
-
-    det = min(found, key=dist)
-    ref = np.asarray(keypoints, float)[list(FACE_POINTS)] * DETECT_SIZE
-    ref_vis = np.asarray(visible, bool)[list(FACE_POINTS)]
-    got = np.asarray(det.keypoints, float)[list(FACE_POINTS), :2]
-    got_vis = np.asarray(getattr(det, "visible", np.ones(7, bool)), bool)[list(FACE_POINTS)]
-    err = keypoint_error(ref, ref_vis, got, got_vis, fb)
-    return None if math.isnan(err) else err
-
-
 def _summary(rows: dict) -> dict:
     out = {}
     for key, vals in rows.items():
@@ -117,42 +90,81 @@ def _summary(rows: dict) -> dict:
     return out
 
 
+def few_faces_warning(faces: int, available: int, split: str = "val") -> str | None:
+    """The warning for an evaluation on fewer than MIN_FACES held-out faces (None when there are enough)."""
+    if faces >= MIN_FACES:
+        return None
+    if available > faces:
+        why = f"of {available} in the {split} split (raise --faces)"
+    else:
+        why = (f"the {split} split holds no more; build the dataset with a larger val split for a real "
+               "evaluation (training faces are never used)")
+    return (f"only {faces} held-out face(s) evaluated, fewer than {MIN_FACES}: these figures are anecdotes, "
+            f"not estimates; {why}")
+
+
 @torch.no_grad()
-def evaluate_against_teacher(teacher, students: dict, dataset, n_faces: int = 16, seed: int = 1234,
-                             batch_size: int = 8, progress: bool = True, grid_faces: int = 6):
-    """students: {steps: inpainter}. Returns {"faces", "teacher": {...}, "students": {str(steps): {...}},
-    "grid_rows": [[real, teacher, student_1, ...] uint8 crops]}."""
+def evaluate_against_teacher(teacher, students: dict, dataset, n_faces: int = 64, seed: int = 1234,
+                             batch_size: int = 8, progress: bool = True, grid_faces: int = 6, probe=None,
+                             draws: int = 1, baseline=None):
+    """students: {steps: inpainter}; dataset: the held-out (val) FDFDataset; probe: a KeypointProbe for the
+    adherence figures (None: no adherence figures); baseline: (7, 2) box-relative mean keypoints, scored
+    against the conditioning keypoints of the same samples (the "mean_face" row, no probe involved).
+
+    Returns {"faces", "draws", "samples", "split", "available", "warning" (None or text), "real",
+    "mean_face", "noise_control" (adherence rows), "teacher": {...}, "students": {str(steps): {...}},
+    "grid_rows": [[real, teacher, student_1, ...] uint8 crops]}.
+    """
     from tqdm import tqdm
 
+    from toolkit.distill import probe as kp_probe
+
     n = min(n_faces, len(dataset))
-    if n == 0:
+    if n <= 0:
         raise ValueError("evaluation set is empty")
-    detect = _detector()
-    t_rows = {"kp_detected_error": [], "kp_detected": []}
-    s_rows = {k: {"psnr_db": [], "ssim": [], "kp_patch_psnr_db": [], "kp_detected_error": [], "kp_detected": []}
-              for k in students}
+    if draws < 1:
+        raise ValueError(f"draws must be positive, got {draws}")
+    jobs = [(d, i) for d in range(draws) for i in range(n)]  # (noise draw, face index)
+    t_rows = {"sec": []}
+    s_rows = {k: {"psnr_db": [], "ssim": [], "kp_patch_psnr_db": [], "sec": []} for k in students}
+    outputs = {"real": [], "noise": [], "teacher": [], **{k: [] for k in students}}
+    meta = {"keypoints": [], "visible": [], "box": []}
     grid = []
-    with tqdm(total=n, desc="evaluate", unit="face", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            items = [dataset.get(i) for i in range(start, min(start + batch_size, n))]
+    with tqdm(total=len(jobs), desc="evaluate", unit="face", disable=not progress) as bar:
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            items = [dataset.get(i) for _, i in chunk]
             images = torch.stack([it["image"] for it in items])
             masks = torch.stack([it["mask"] for it in items])
             kps = torch.stack([it["keypoints"] for it in items])
             vis = torch.stack([it["visible"] for it in items])
             # Same per-image seeds => same initial noise z for the teacher and every student.
-            seeds = [seed + start + j for j in range(len(items))]
+            seeds = [seed + d * 100_003 + i for d, i in chunk]
+            t0 = time.perf_counter()
             t_out = teacher.sample(images, masks, kps, vis, seeds)
-            s_out = {k: inp.inpaint(images, masks, kps, vis, seed=seeds) for k, inp in students.items()}
+            t_rows["sec"].append((time.perf_counter() - t0, len(items)))
+            s_out = {}
+            for k, inp in students.items():
+                t0 = time.perf_counter()
+                s_out[k] = inp.inpaint(images, masks, kps, vis, seed=seeds)
+                s_rows[k]["sec"].append((time.perf_counter() - t0, len(items)))
+            outputs["real"].append(images)
+            # Control: the face box filled with uniform noise (seeded per sample): a generator that draws nothing.
+            noise = torch.cat([torch.rand((1, 3) + images.shape[2:], generator=torch.Generator().manual_seed(s_))
+                               for s_ in seeds]) * 2 - 1
+            outputs["noise"].append(images * masks + noise * (1 - masks))
+            outputs["teacher"].append(t_out.float().cpu())
+            for k in students:
+                outputs[k].append(s_out[k].float().cpu())
             for j, it in enumerate(items):
+                meta["keypoints"].append(it["keypoints"])
+                meta["visible"].append(it["visible"])
+                meta["box"].append(it["box"])
                 box = box_of_mask(it["mask"])
                 if box is None:
                     continue
                 t_img = _to_uint8(t_out[j])
                 kp, v = it["keypoints"].numpy(), it["visible"].numpy()
-                if detect is not None:
-                    e = detected_keypoint_error(detect, t_img, kp, v, box)
-                    t_rows["kp_detected_error"].append(e)
-                    t_rows["kp_detected"].append(float(e is not None))
                 row = [_to_uint8(it["image"]), t_img]
                 for k in students:
                     s_img = _to_uint8(s_out[k][j])
@@ -161,24 +173,48 @@ def evaluate_against_teacher(teacher, students: dict, dataset, n_faces: int = 16
                     r["psnr_db"].append(psnr)
                     r["ssim"].append(ssim)
                     r["kp_patch_psnr_db"].append(keypoint_patch_psnr(s_img, t_img, kp, v, box))
-                    if detect is not None:
-                        e = detected_keypoint_error(detect, s_img, kp, v, box)
-                        r["kp_detected_error"].append(e)
-                        r["kp_detected"].append(float(e is not None))
                     row.append(s_img)
                 if len(grid) < grid_faces:
                     grid.append(row)
             bar.update(len(items))
-    teacher_summary = _summary(t_rows)
-    teacher_summary = {"kp_detected_error": teacher_summary["kp_detected_error"],
-                       "kp_detection_rate": teacher_summary["kp_detected"]}
+
+    def per_face(rows):
+        total = sum(t for t, _ in rows)
+        count = sum(c for _, c in rows)
+        return round(total / max(count, 1), 5)
+
+    def adherence_of(name):
+        if probe is None:
+            return {"kp_nme": None, f"kp_pck@{kp_probe.PCK_THRESHOLD}": None}
+        a = kp_probe.adherence(probe, torch.cat(outputs[name]), torch.stack(meta["keypoints"]),
+                               torch.stack(meta["visible"]), torch.stack(meta["box"]))
+        return {"kp_nme": a["nme"], f"kp_pck@{kp_probe.PCK_THRESHOLD}": a[f"pck@{kp_probe.PCK_THRESHOLD}"],
+                "kp_points": a["points"]}
+
+    teacher_summary = {"steps": int(getattr(teacher, "default_steps", 0)) or None, **adherence_of("teacher"),
+                       "sec_per_face": per_face(t_rows["sec"])}
     students_summary = {}
     for k, r in s_rows.items():
-        s = _summary(r)
-        s["kp_detection_rate"] = s.pop("kp_detected")
+        s = _summary({key: v for key, v in r.items() if key != "sec"})
+        s.update(adherence_of(k))
+        s["sec_per_face"] = per_face(r["sec"])
         students_summary[str(k)] = s
-    return {"faces": n, "teacher": teacher_summary, "students": students_summary, "grid_rows": grid,
-            "detector": "toolkit.detect" if detect is not None else None}
+    real = adherence_of("real") if probe is not None else None
+    noise_control = adherence_of("noise") if probe is not None else None
+    for row in (real, noise_control):
+        if row is not None:
+            row.pop("kp_points", None)
+    mean_face = None
+    if baseline is not None:
+        S = dataset.size
+        errs = [kp_probe.point_errors(kp_probe.baseline_keypoints(np.asarray(baseline), b, S), k, v, b, S)
+                for k, v, b in zip(meta["keypoints"], meta["visible"], meta["box"])]
+        e = kp_probe.summarize_errors(errs)
+        mean_face = {"kp_nme": e["nme"], f"kp_pck@{kp_probe.PCK_THRESHOLD}": e[f"pck@{kp_probe.PCK_THRESHOLD}"]}
+    return {"faces": n, "draws": draws, "samples": len(jobs), "split": getattr(dataset, "split", "val"),
+            "available": len(dataset), "warning": few_faces_warning(n, len(dataset), getattr(dataset, "split", "val")),
+            "real": real, "mean_face": mean_face, "noise_control": noise_control,
+            "teacher": teacher_summary, "students": students_summary, "grid_rows": grid}
 
 
 def save_sample_grid(path, rows, scale: int = 4) -> None:
@@ -194,27 +230,57 @@ def save_sample_grid(path, rows, scale: int = 4) -> None:
 
 
 def format_table(result: dict) -> str:
-    lines = [
-        f"student vs guided teacher on {result['faces']} held-out faces (face box only)",
-        "| steps | PSNR dB | SSIM | kp-patch PSNR dB | kp detect rate | kp error |",
-        "|---|---|---|---|---|---|",
-    ]
+    """The comparison table (Markdown) with the face count, the probe's floor and any few-faces warning."""
+    from toolkit.distill.probe import PCK_THRESHOLD
+
+    pck = f"kp_pck@{PCK_THRESHOLD}"
 
     def f(v, fmt):
         return "n/a" if v is None else format(v, fmt)
 
+    samples = result.get("samples", result["faces"])
+    avail = result.get("available", result["faces"])
+    lines = [f"student vs guided teacher on {result['faces']} held-out ({result.get('split', 'val')}) face(s)"
+             + (f" of {avail}" if avail > result["faces"] else "")
+             + (f", {samples} samples ({result.get('draws', 1)} noise draws each)" if samples != result["faces"] else "")
+             + "; PSNR/SSIM on the face box, from the same noise"]
+    if result.get("warning"):
+        lines.append(f"WARNING: {result['warning']}")
+    lines += [
+        f"| model | steps | PSNR dB vs teacher | SSIM vs teacher | kp NME (lower=better) | PCK@{PCK_THRESHOLD} | s/face |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    real = result.get("real")
+    if real:
+        lines.append(f"| real crops (probe floor) | - | - | - | {f(real['kp_nme'], '.3f')} | {f(real[pck], '.2f')} | - |")
+    for key, label in (("mean_face", "mean keypoints (baseline)"), ("noise_control", "noise in the box (control)")):
+        row = result.get(key)
+        if row:
+            lines.append(f"| {label} | - | - | - | {f(row['kp_nme'], '.3f')} | {f(row[pck], '.2f')} | - |")
     t = result["teacher"]
-    lines.append(f"| teacher | - | - | - | {f(t['kp_detection_rate'], '.2f')} | {f(t['kp_detected_error'], '.3f')} |")
-    for k, s in sorted(result["students"].items(), key=lambda kv: int(kv[0])):
+    lines.append(f"| teacher | {f(t.get('steps'), 'd')} | - | - | {f(t.get('kp_nme'), '.3f')} | {f(t.get(pck), '.2f')} | "
+                 f"{f(t.get('sec_per_face'), '.4f')} |")
+    for k, s in sorted(result["students"].items(), key=lambda kv: (not str(kv[0]).isdigit(), str(kv[0]).zfill(4))):
         lines.append(
-            f"| {k} | {f(s['psnr_db'], '.2f')} | {f(s['ssim'], '.3f')} | {f(s['kp_patch_psnr_db'], '.2f')} | "
-            f"{f(s['kp_detection_rate'], '.2f')} | {f(s['kp_detected_error'], '.3f')} |"
+            f"| student | {k} | {f(s['psnr_db'], '.2f')} | {f(s['ssim'], '.3f')} | {f(s.get('kp_nme'), '.3f')} | "
+            f"{f(s.get(pck), '.2f')} | {f(s.get('sec_per_face'), '.4f')} |"
         )
+    probe = result.get("probe")
+    if probe and probe.get("floor"):
+        fl = probe["floor"]
+        lines.append(f"keypoint probe: trained on {probe.get('train_faces')} real training faces; on "
+                     f"{fl.get('faces')} real val face(s) NME {f(fl.get('nme'), '.3f')} vs mean-keypoint baseline "
+                     f"{f(fl.get('baseline_nme'), '.3f')}" + (f" ({probe['cached']})" if probe.get("cached") else ""))
     return "\n".join(lines)
 
 
-def evaluate_runs(runs, data=None, n_faces: int = 16, progress: bool = True, update_manifests: bool = True) -> dict:
-    """Evaluate several student runs of one teacher together (one teacher pass) and store the figures."""
+def evaluate_runs(runs, data=None, n_faces: int = 64, progress: bool = True, update_manifests: bool = True,
+                  draws: int = 1, probe_iters: int | None = None, keypoints: bool = True) -> dict:
+    """Evaluate several student runs of one teacher together (one teacher pass) and store the figures.
+
+    The keypoint probe is looked up in each run's `keypoint_probe/` folder (trained once on the data's
+    training split and saved there when none matches).
+    """
     from pathlib import Path
 
     from toolkit.artifacts import read_manifest, update_manifest
@@ -239,14 +305,49 @@ def evaluate_runs(runs, data=None, n_faces: int = 16, progress: bool = True, upd
             raise ValueError(f"two runs with {m['steps']} step(s): {r}; evaluate them separately")
         students[m["steps"]] = load_student_inpainter(r)
     data = Path(data) if data else Path(manifests[0]["data"])
-    val_set = FDFDataset(data, "val", size=teacher.resolution)
-    result = evaluate_against_teacher(teacher, students, val_set, n_faces=n_faces, progress=progress)
+    try:
+        val_set = FDFDataset(data, "val", size=teacher.resolution)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no held-out (val) split to evaluate on: {exc}. The evaluation never uses "
+                                "training faces") from exc
+    result = evaluate_with_probe(teacher, students, val_set, data, [r / PROBE_DIR for r in runs], n_faces=n_faces,
+                                 draws=draws, probe_iters=probe_iters, keypoints=keypoints, progress=progress)
     if update_manifests:
         for r, m in zip(runs, manifests):
-            metrics = dict(m.get("metrics") or {})
-            metrics.update(result["students"][str(m["steps"])])
-            metrics["teacher_keypoints"] = result["teacher"]
-            metrics["eval_faces"] = result["faces"]
-            metrics["eval_split"] = "val"
-            update_manifest(r, metrics=metrics)
+            update_manifest(r, metrics=merge_metrics(m.get("metrics"), result, m["steps"]))
     return result
+
+
+def evaluate_with_probe(teacher, students: dict, val_set, data, probe_dirs, n_faces: int = 64, draws: int = 1,
+                        probe_iters: int | None = None, keypoints: bool = True, progress: bool = True) -> dict:
+    """Load (or train once and cache in `probe_dirs`) the keypoint probe, then `evaluate_against_teacher`."""
+    from toolkit.distill.probe import ProbeConfig, load_or_train_probe
+
+    probe, probe_info, baseline = None, None, None
+    if keypoints:
+        config = ProbeConfig(resolution=teacher.resolution, **({"iters": probe_iters} if probe_iters else {}))
+        probe, info = load_or_train_probe(data, teacher.resolution, probe_dirs, config, progress=progress,
+                                          any_iters=probe_iters is None)
+        probe_info = {"floor": info["floor"], "train_faces": info["key"]["train_faces"],
+                      "config": info["key"]["config"], "cached": info.get("cached"),
+                      "path": str(probe_dirs[0]) if probe_dirs else None}
+        baseline = info["baseline_keypoints"]
+    result = evaluate_against_teacher(teacher, students, val_set, n_faces=n_faces, progress=progress, probe=probe,
+                                      draws=draws, baseline=baseline)
+    result["probe"] = probe_info
+    return result
+
+
+def merge_metrics(old: dict | None, result: dict, steps) -> dict:
+    """A student's metrics with this evaluation: its own figures flat, the whole comparison under "evaluation"."""
+    metrics = dict(old or {})
+    for stale in ("kp_detected_error", "kp_detection_rate"):  # the old detector-based figures
+        metrics.pop(stale, None)
+    metrics.update(result["students"][str(steps)])
+    metrics["teacher_keypoints"] = result["teacher"]
+    metrics["eval_faces"] = result["faces"]
+    metrics["eval_samples"] = result.get("samples", result["faces"])
+    metrics["eval_split"] = result.get("split", "val")
+    metrics["eval_warning"] = result.get("warning")
+    metrics["evaluation"] = {k: v for k, v in result.items() if k != "grid_rows"}
+    return metrics
