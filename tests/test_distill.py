@@ -276,7 +276,9 @@ def test_eval_command_compares_students_and_stores_metrics(tmp_path, tiny_studen
     one = tmp_path / "one-step"
     distill(tiny_teacher_run, one, 1, preset="tiny", max_steps=5, batch_size=4, pairs_per_image=1,
             teacher_steps=8, max_images=4, eval_faces=0, progress=False)
-    assert main(["distill", "eval", str(run), str(one), "--faces", "2", "--json", "--no-progress"]) == 0
+    # At the distillation's teacher steps (8) the evaluation stored at the end of training is reproduced.
+    assert main(["distill", "eval", str(run), str(one), "--faces", "2", "--teacher-steps", "8", "--json",
+                 "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["students"]) == {"1", "2"}
     s = result["students"]["2"]
@@ -304,7 +306,8 @@ def test_eval_command_compares_students_and_stores_metrics(tmp_path, tiny_studen
         assert met["teacher_keypoints"]["kp_nme"] == result["teacher"]["kp_nme"]
     assert read_manifest(run)["metrics"]["train_face_mse_after"] == before["train_face_mse_after"]
     # The printed table: one row per model, the warning, and the probe's floor vs the baseline.
-    assert main(["distill", "eval", str(run), str(one), "--faces", "2", "--no-progress"]) == 0
+    assert main(["distill", "eval", str(run), str(one), "--faces", "2", "--teacher-steps", "8",
+                 "--no-progress"]) == 0
     table = capsys.readouterr().out
     assert "WARNING: only 1 held-out face" in table and "on 1 held-out (val) face" in table
     for row in ("| real crops (probe floor) |", "| mean keypoints (baseline) |", "| noise in the box (control) |", "| teacher | 8 |", "| student | 1 |", "| student | 2 |"):
@@ -314,6 +317,7 @@ def test_eval_command_compares_students_and_stores_metrics(tmp_path, tiny_studen
     assert main(["distill", "eval", str(run), "--faces", "2", "--draws", "3", "--json", "--no-progress"]) == 0
     drawn = json.loads(capsys.readouterr().out)
     assert drawn["faces"] == 1 and drawn["samples"] == 3 and drawn["draws"] == 3
+    assert drawn["teacher"]["steps"] == 50  # by default the students are measured against the 50-step teacher
     assert main(["distill", "eval", str(tmp_path / "nothing")]) == 2
     assert main(["distill", "eval", str(run), "--draws", "0"]) == 2
     # No val split: refused, never evaluated on training faces.

@@ -57,7 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--pairs-per-image", type=int, default=1,
                    help="noise draws per training face for the cached teacher targets (default 1)")
     p.add_argument("--max-images", type=int, help="use only the first N training faces")
-    p.add_argument("--teacher-steps", type=int, help="teacher DDIM steps for the targets (default: its own)")
+    p.add_argument("--teacher-steps", type=int,
+                   help="teacher DDIM steps for the targets (default: its own); eval: steps of the teacher the "
+                        "students are compared with (default 50)")
     p.add_argument("--cfg-scale", type=float, help="teacher classifier-free guidance scale (default: its own)")
     p.add_argument("--rg-weight", type=float, help="teacher reconstruction guidance weight (default: its own)")
     p.add_argument("--teacher-repaint", dest="teacher_repaint", action=argparse.BooleanOptionalAction,
@@ -97,7 +99,7 @@ def _info(args) -> int:
 
 
 def _eval(args) -> int:
-    from toolkit.distill.evaluate import evaluate_runs, format_table
+    from toolkit.distill.evaluate import EVAL_TEACHER_STEPS, evaluate_runs, format_table
 
     if not args.runs:
         raise ValueError("eval needs one or more student run directories")
@@ -106,7 +108,8 @@ def _eval(args) -> int:
     if args.probe_iters is not None and args.probe_iters < 1:
         raise ValueError("--probe-iters must be positive")
     result = evaluate_runs(args.runs, data=args.data, n_faces=args.eval_faces, progress=not args.no_progress,
-                           draws=args.draws, probe_iters=args.probe_iters, keypoints=not args.no_keypoints)
+                           draws=args.draws, probe_iters=args.probe_iters, keypoints=not args.no_keypoints,
+                           teacher_steps=args.teacher_steps or EVAL_TEACHER_STEPS)
     print(json.dumps({k: v for k, v in result.items() if k != "grid_rows"}, indent=2) if args.json
           else format_table(result))
     return 0

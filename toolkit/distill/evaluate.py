@@ -2,9 +2,10 @@
 
 Only the dataset's val split is used (never training faces): up to `n_faces` of its faces (default 64), each
 with `draws` noise draws (default 1). The teacher and every student inpaint the same crops from the same noise
-z (same per-image seed); the teacher with the sampling options its targets were made with (guided DDIM at
-the teacher's own default steps unless the distillation chose others). With fewer than MIN_FACES held-out faces a warning goes into the output and
-the manifest: the figures are then anecdotes, not estimates.
+z (same per-image seed); the teacher with the guidance its targets were made with, at `teacher_steps` DDIM
+steps (`evaluate_runs`: 50 by default; the evaluation at the end of distillation uses the targets' own steps).
+With fewer than MIN_FACES held-out faces a warning goes into the output and the manifest: the figures are
+then anecdotes, not estimates.
 
 - PSNR / SSIM (skimage.metrics), student vs teacher, on the face box only (mask == 0): outside it both
   outputs are the input pixels exactly, which would only inflate the figures.
@@ -36,6 +37,9 @@ FACE_POINTS = (0, 1, 2, 3, 4)  # nose, eyes, ears: the points that fall inside t
 MIN_FACES = 8  # fewer held-out faces than this: say so, loudly
 PROBE_DIR = "keypoint_probe"  # where a student run keeps the keypoint probe its figures were measured with
 
+
+# The reference the students are measured against: the guided teacher at this many DDIM steps.
+EVAL_TEACHER_STEPS = 50
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
     """(3,S,S) in [-1,1] -> (S,S,3) uint8."""
@@ -275,8 +279,12 @@ def format_table(result: dict) -> str:
 
 
 def evaluate_runs(runs, data=None, n_faces: int = 64, progress: bool = True, update_manifests: bool = True,
-                  draws: int = 1, probe_iters: int | None = None, keypoints: bool = True) -> dict:
+                  draws: int = 1, probe_iters: int | None = None, keypoints: bool = True,
+                  teacher_steps: int | None = EVAL_TEACHER_STEPS) -> dict:
     """Evaluate several student runs of one teacher together (one teacher pass) and store the figures.
+
+    The reference is the teacher with the guidance its students were distilled with, sampled with
+    `teacher_steps` DDIM steps (default 50; None = the steps of the distillation targets).
 
     The keypoint probe is looked up in each run's `keypoint_probe/` folder (trained once on the data's
     training split and saved there when none matches).
@@ -298,7 +306,7 @@ def evaluate_runs(runs, data=None, n_faces: int = 64, progress: bool = True, upd
     if any(m["teacher"]["sampling"] != sampling for m in manifests):
         raise ValueError("the runs were distilled with different teacher sampling options; evaluate them separately")
     teacher = load_teacher(teachers.pop(), cfg_scale=sampling["cfg_scale"], rg_weight=sampling["rg_weight"],
-                           repaint=sampling["repaint"], steps=sampling["steps"])
+                           repaint=sampling["repaint"], steps=teacher_steps or sampling["steps"])
     students = {}
     for r, m in zip(runs, manifests):
         if m["steps"] in students:
