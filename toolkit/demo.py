@@ -22,7 +22,7 @@ from pathlib import Path
 # the quality). eval_images: how many of the anonymized photos `toolkit eval` measures (None = all).
 SIZES = {
     "default": {"train_steps": 1500, "distill_steps": 600, "qat_steps": 200, "teacher_steps": 25, "bench_runs": 3,
-                "pose_steps": 600, "pose_preset": "mcu96", "pose_qat_steps": 100, "eval_images": None},
+                "pose_steps": 2000, "pose_preset": "mcu96", "pose_qat_steps": 100, "eval_images": None},
     "fast": {"train_steps": 100, "distill_steps": 40, "qat_steps": 10, "teacher_steps": 10, "bench_runs": 1,
              "pose_steps": 30, "pose_preset": "tiny", "pose_qat_steps": 5, "eval_images": 3},
 }

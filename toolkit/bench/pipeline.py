@@ -260,8 +260,12 @@ def stage_table(result: dict) -> str:
     for st in s["stages"]:
         lines.append(f"| {st['stage']} | {st['mean']:,.0f} | " + (f"{st['instructions']:,.0f} | " if icount else "")
                      + f"{100 * st['share']:.1f}% |")
-    lines.append(f"| **total** | {s['per_frame']:,.0f} | "
-                 + (f"{s['instructions_per_frame']:,.0f} | " if icount else "") + "100% |")
+    if s["faces_found"]:
+        lines.append(f"| **total** | {s['per_frame']:,.0f} | "
+                     + (f"{s['instructions_per_frame']:,.0f} | " if icount else "") + "100% |")
+    else:
+        lines += ["", "No frame had a face (nose) the pose model could see: every frame failed closed, so the "
+                      "stages after decode did not run."]
     m = s["memory"]
     lines.append("")
     lines.append(f"RAM: frame {_kib(m['frame'])} + model arena {_kib(m['arena'])} + model in {_kib(m['model_in'])} "
