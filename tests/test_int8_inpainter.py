@@ -33,7 +33,7 @@ def test_int8_output_is_close_to_the_float_student_but_not_equal(quantized_stude
 
     int8 = load_inpainter(quantized_student_run)  # the load_inpainter dispatch on stage "quantized"
     float_ = load_inpainter(tiny_student_run)
-    assert type(int8).__name__ == "Int8StudentInpainter"
+    assert type(int8.student).__name__ == "Int8StepNetworks"  # the float student's sampler, int8 networks
     assert int8.resolution == float_.resolution and int8.steps == float_.steps
     out_q, out_f = _inpaint(int8, real_crops), _inpaint(float_, real_crops)
     known = real_crops["mask"].bool().expand_as(out_q)
@@ -64,9 +64,9 @@ def test_int8_steps_agree_with_onnxruntime_on_the_qdq_model(quantized_student_ru
     for k in range(inp.steps):
         path = quantized_student_run / manifest["steps"][str(k)]["files"]["qdq_onnx"]
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        t_out = inp.nets.graphs[k].tensors[inp.nets.graphs[k].output]
+        t_out = inp.student.graphs[k].tensors[inp.student.graphs[k].output]
         scale = t_out.scale
-        ours = inp.nets(x, k).numpy()
+        ours = inp.student(x, k).numpy()
         # int8 for real: 256 levels at most, each on the output tensor's quantization grid.
         levels = ours / np.float32(scale) + t_out.zero_point
         assert np.abs(levels - np.round(levels)).max() < 1e-3 and len(np.unique(np.round(levels))) <= 256
