@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.assets import sha256_file
 from toolkit.keypoints import NUM_KEYPOINTS
 
 FACE_POINTS = (0, 1, 2, 3, 4)  # nose, eyes, ears: the points inside the generated face box
@@ -378,19 +379,11 @@ def probe_floor(probe, heldout_set, baseline: np.ndarray, indices=None, flips: b
             "points": got["points"], "baseline_nme": b["nme"], f"baseline_pck@{PCK_THRESHOLD}": b[f"pck@{PCK_THRESHOLD}"]}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def probe_key(train_set, config: ProbeConfig) -> dict:
     """What a cached probe must have been trained on: the training split's contents and the config."""
     h = hashlib.sha256()
     for name in ("landmarks.npy", "bounding_box.npy"):
-        h.update(_sha256(train_set.dir / name).encode())
+        h.update(sha256_file(train_set.dir / name).encode())
     for p in train_set.paths:  # file names and sizes: cheap, and catches swapped or re-encoded crops
         h.update(f"{p.name}:{p.stat().st_size};".encode())
     return {"format": PROBE_FORMAT, "train_split_sha256": h.hexdigest(), "train_faces": len(train_set),
