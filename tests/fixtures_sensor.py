@@ -33,3 +33,23 @@ def sensor_frames(sample_photos):
     from toolkit.sensor.frames import real_frames
 
     return real_frames(4)
+
+
+@pytest.fixture(scope="session")
+def sensor_teacher_frames(sample_photos):
+    """[(label, 96x96x3 uint8 frame, teacher keypoints Q8 (7, 2) int64, visible (7,) bool)]: every bundled
+    photo's person as `real_frames` frames it, with the BlazePose teacher's keypoints in frame pixels."""
+    import numpy as np
+
+    from toolkit import assets
+    from toolkit.images import load_rgb
+    from toolkit.sensor.frames import FRAME_PHOTOS, person_frame
+
+    out = []
+    for name in FRAME_PHOTOS:
+        got = person_frame(load_rgb(assets.sample_photo(name)), 96)
+        if got is not None:
+            frame, kp, vis = got
+            out.append((name, frame, np.round(np.asarray(kp, np.float64) * 256).astype(np.int64),
+                        np.asarray(vis, bool)))
+    return out

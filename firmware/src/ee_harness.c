@@ -620,7 +620,7 @@ static void cmd_anonymize(int argc, char **argv) {
         st.frame_state = FRAME_EMPTY;
         st.frame_have = 0;
         reply_len = 0;
-        r_str(rc == TK_FRAME_NO_FACE ? "err no_face no face found (nose not visible); frame wiped"
+        r_str(rc == TK_FRAME_NO_FACE ? "err no_face no plausible face (nose, eyes, head shape); frame wiped"
                                      : "err pipeline_failed a network failed; frame wiped");
         r_keypoints(&st.pres);
         r_ticks(&st.pres);

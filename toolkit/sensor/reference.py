@@ -3,9 +3,12 @@
 
     frame (HxWx3 uint8, H = W = pose input)
       1. pose input = LUT[pixel]; pose network (int8 reference); `decode_heatmaps_int8` -> Q8 keypoints, peaks;
-         visible = peak - zp >= visible_min. FAIL CLOSED: nose not visible -> status "no_face", no frame.
+         visible = peak - zp >= visible_min. FAIL CLOSED (status "no_face", no frame) unless the head gate
+         passes: nose visible, an eye visible, every visible eye / ear / shoulder within 1 / 1.5 / 4 head
+         scales of the nose (scale = max(eye dist, ear dist, shoulder dist // 4, 8 px), pairs both visible).
       2. face box: square centred on the nose, side_q8 = max(1.2 ear dist (both ears visible), 2.1 eye dist,
-         0.45 shoulder dist (both shoulders visible), 4 px); distances = floor(sqrt) of Q8 squared sums; each
+         0.45 shoulder dist (both shoulders visible), 4 px, 2 (reach + scale // 4)) with reach the largest
+         |dx| or |dy| of a visible eye/ear from the nose; distances = floor(sqrt) of Q8 squared sums; each
          term rounded half away from zero; box corners rounded outward to whole pixels.
          crop box = `expanded_crop_box` of that integer box, in exact integer arithmetic.
       3. crop: S x S nearest-neighbour samples of the crop box (edge replication outside the frame):
@@ -85,17 +88,70 @@ def noise_q16(seed: int, n: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ geometry
 
-def face_box(kp_q8: np.ndarray, visible: np.ndarray) -> tuple[int, int, int, int]:
-    """Integer twin of toolkit.detect.pipeline._box_from_keypoints, corners rounded outward."""
-    def dist(a, b):
-        dx, dy = int(kp_q8[a, 0] - kp_q8[b, 0]), int(kp_q8[a, 1] - kp_q8[b, 1])
-        return isqrt(dx * dx + dy * dy)
+# Head-consistency gate (fail closed on keypoints that cannot be one head). A confident but misplaced nose
+# (e.g. on the neck) otherwise moves the box off the face and the face leaves the device "ok".
+# Every visible head/shoulder keypoint within num/den head scales of the nose, compared as (num/den)^2 on
+# squared Q8 distances. The BlazePose teacher on the bundled photos' 96 px frames reaches at most 0.49 (eyes),
+# 0.89 (ears), 2.09 (shoulders): about 2x, 1.7x and 1.9x room.
+GATE_RATIO = {L_EYE: (1, 1), R_EYE: (1, 1), L_EAR: (3, 2), R_EAR: (3, 2), L_SH: (4, 1), R_SH: (4, 1)}
+# Head scale floor: 8 px. Real eye-nose distances on those frames are 4.5-9.4 px, so a lone eye with no pair
+# to measure the head by is still admitted (bar a turned head's far eye).
+GATE_SCALE_FLOOR_Q8 = 8 * 256
+GATE_OK, GATE_NO_NOSE, GATE_NO_EYE, GATE_IMPLAUSIBLE = "ok", "nose_not_visible", "no_eye_visible", "implausible_head"
 
-    eye = dist(L_EYE, R_EYE)
-    ear = dist(L_EAR, R_EAR) if visible[L_EAR] and visible[R_EAR] else 0
-    sh = dist(L_SH, R_SH) if visible[L_SH] and visible[R_SH] else 0
+
+def _dist(kp_q8, a: int, b: int) -> int:
+    dx, dy = int(kp_q8[a, 0] - kp_q8[b, 0]), int(kp_q8[a, 1] - kp_q8[b, 1])
+    return isqrt(dx * dx + dy * dy)
+
+
+def head_scale(kp_q8: np.ndarray, visible) -> int:
+    """Q8 head scale: max(eye distance, ear distance, shoulder distance // 4, 8 px), each pair only when both
+    of its keypoints are visible."""
+    s = GATE_SCALE_FLOOR_Q8
+    if visible[L_EYE] and visible[R_EYE]:
+        s = max(s, _dist(kp_q8, L_EYE, R_EYE))
+    if visible[L_EAR] and visible[R_EAR]:
+        s = max(s, _dist(kp_q8, L_EAR, R_EAR))
+    if visible[L_SH] and visible[R_SH]:
+        s = max(s, _dist(kp_q8, L_SH, R_SH) // 4)
+    return s
+
+
+def head_gate(kp_q8: np.ndarray, visible) -> str:
+    """GATE_OK when the keypoints can be one head, else why not: the nose and at least one eye visible, and
+    every visible eye within 1, ear within 1.5 and shoulder within 4 head scales of the nose (squared
+    integer comparisons: d^2 <= s^2, 4 d^2 <= 9 s^2, d^2 <= 16 s^2)."""
+    if not visible[NOSE]:
+        return GATE_NO_NOSE
+    if not (visible[L_EYE] or visible[R_EYE]):
+        return GATE_NO_EYE
+    s = head_scale(kp_q8, visible)
+    for k, (num, den) in GATE_RATIO.items():
+        if not visible[k]:
+            continue
+        dx, dy = int(kp_q8[k, 0] - kp_q8[NOSE, 0]), int(kp_q8[k, 1] - kp_q8[NOSE, 1])
+        if den * den * (dx * dx + dy * dy) > num * num * s * s:
+            return GATE_IMPLAUSIBLE
+    return GATE_OK
+
+
+def face_box(kp_q8: np.ndarray, visible, cover_head: bool = True) -> tuple[int, int, int, int]:
+    """Integer twin of toolkit.detect.pipeline._box_from_keypoints, corners rounded outward; with cover_head
+    the side also grows (still centred on the nose) until the square holds every visible head keypoint (nose,
+    eyes, ears) with a margin of a quarter head scale, so that a partly wrong keypoint set still covers the
+    face where the others are."""
+    eye = _dist(kp_q8, L_EYE, R_EYE)
+    ear = _dist(kp_q8, L_EAR, R_EAR) if visible[L_EAR] and visible[R_EAR] else 0
+    sh = _dist(kp_q8, L_SH, R_SH) if visible[L_SH] and visible[R_SH] else 0
     side = max(div_round(12 * ear, 10), div_round(21 * eye, 10), div_round(45 * sh, 100), 4 * 256)
     nx, ny = int(kp_q8[NOSE, 0]), int(kp_q8[NOSE, 1])
+    if cover_head:
+        reach = 0  # Chebyshev distance of the farthest visible head keypoint from the nose, Q8
+        for k in (L_EYE, R_EYE, L_EAR, R_EAR):
+            if visible[k]:
+                reach = max(reach, abs(int(kp_q8[k, 0]) - nx), abs(int(kp_q8[k, 1]) - ny))
+        side = max(side, 2 * (reach + head_scale(kp_q8, visible) // 4))
     return (floor_div(2 * nx - side, 512), floor_div(2 * ny - side, 512),
             ceil_div(2 * nx + side, 512), ceil_div(2 * ny + side, 512))
 
@@ -214,18 +270,20 @@ def paste(frame: np.ndarray, gen: np.ndarray, box, crop, S: int) -> np.ndarray:
 
 
 def anonymize_frame(frame, pipe: Pipeline, seed: int):
-    """(anonymized frame or None, info). None (status "no_face") when the nose is not seen: fail closed.
+    """(anonymized frame or None, info). None (status "no_face") when the head gate refuses the keypoints (nose
+    not seen, no eye seen, or keypoints that cannot be one head): fail closed.
 
-    info: status, keypoints_q8 (7x2), peaks (7), visible (7), box (x0,y0,x1,y1) and crop (x0,y0,side) when a
+    info: status, gate (GATE_* reason), keypoints_q8 (7x2), peaks (7), visible (7), box (x0,y0,x1,y1) and crop (x0,y0,side) when a
     face was found, crc (CRC-32 of the output frame bytes), and the intermediate crop/mask for reports."""
     frame = check_frame(frame, pipe)
     seed = int(seed)
     if not 0 <= seed <= 0xFFFFFFFF:
         raise ValueError(f"seed must be a 32-bit unsigned integer, got {seed}")
     kp, peaks, visible = pose_keypoints(frame, pipe)
+    gate = head_gate(kp, visible)
     info = {"status": STATUS_NO_FACE, "keypoints_q8": kp.tolist(), "peaks": [int(p) for p in peaks],
-            "visible": [bool(v) for v in visible], "seed": seed}
-    if not visible[NOSE]:
+            "visible": [bool(v) for v in visible], "seed": seed, "gate": gate}
+    if gate != GATE_OK:  # fail closed: no nose, no eye, or keypoints that cannot be one head
         return None, info
     box = face_box(kp, visible)
     crop = crop_box(box)

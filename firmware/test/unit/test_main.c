@@ -500,6 +500,40 @@ static void test_pipeline_commands(void) {
     r = send("anonymize 1");
     CHECK(starts(r, "err no_frame"));
 
+    /* the head gate (tiny pose: keypoint k of heatmap cell (cy, cx) = red of pixel (4cy + k % 4, 4cx + k / 4)).
+     * Nose in cell (1,1), eyes in cells (0,0) and (0,1): one head (eyes 4 and 5.7 px from the nose), a face. */
+    memset(frame, 0, sizeof frame);
+    frame[(4 * 16 + 4) * 3] = 250; /* nose, cell (1,1) */
+    frame[(1 * 16 + 0) * 3] = 250; /* left eye, cell (0,0) */
+    frame[(2 * 16 + 4) * 3] = 250; /* right eye, cell (0,1) */
+    for (off = 0; off < sizeof frame; off += 256) {
+        frame_cmd(line, off, frame + off, 256);
+        (void)send(line);
+    }
+    r = send("anonymize 3");
+    CHECK(one_line(r) && starts(r, "ok anonymize status=ok") && has(r, " vis=1110000 "));
+    /* the same eyes with the nose moved to cell (3,3), 14+ px from both (> 1 head scale, the 8 px floor):
+     * not one head (a nose on the neck), refused and wiped like a frame without a nose */
+    frame[(4 * 16 + 4) * 3] = 0;
+    frame[(12 * 16 + 12) * 3] = 250; /* nose, cell (3,3) */
+    for (off = 0; off < sizeof frame; off += 256) {
+        frame_cmd(line, off, frame + off, 256);
+        (void)send(line);
+    }
+    r = send("anonymize 3");
+    CHECK(one_line(r) && starts(r, "err no_face") && has(r, " vis=1110000"));
+    r = send("frame_out");
+    CHECK(starts(r, "err no_output"));
+    /* nose without an eye: refused */
+    frame[(1 * 16 + 0) * 3] = 0;
+    frame[(2 * 16 + 4) * 3] = 0;
+    for (off = 0; off < sizeof frame; off += 256) {
+        frame_cmd(line, off, frame + off, 256);
+        (void)send(line);
+    }
+    r = send("anonymize 3");
+    CHECK(one_line(r) && starts(r, "err no_face") && has(r, " vis=1000000"));
+
     /* errors */
     r = send("frame 0 0g 0");
     CHECK(starts(r, "err bad_hex"));

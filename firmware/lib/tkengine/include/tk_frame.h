@@ -8,7 +8,8 @@
  * (`generated/pipeline_config.c`, written by `toolkit bench --pipeline`), so both agree bit for bit.
  * docs/firmware.md ("On-device pipeline") gives the arithmetic in full. Change both or neither.
  *
- * Fail closed: when no face is found (nose not visible) or anything fails, the frame buffer is zeroed. The
+ * Fail closed: when no face is found (the head gate: nose and an eye visible, every visible eye / ear /
+ * shoulder within 1 / 1.5 / 4 head scales of the nose) or anything fails, the frame buffer is zeroed. The
  * copies of raw pixels it makes (the pose input, the crop) are zeroed before it returns, in every case. */
 #ifndef TK_FRAME_H
 #define TK_FRAME_H
@@ -29,7 +30,7 @@ extern "C" {
 
 enum {
     TK_FRAME_OK = 0,
-    TK_FRAME_NO_FACE = 1,      /* nose not visible: frame wiped */
+    TK_FRAME_NO_FACE = 1,      /* head gate refused (no nose/eye, implausible head): frame wiped */
     TK_FRAME_BAD_CONFIG = -1,  /* shapes of the models do not fit the pipeline */
     TK_FRAME_MODEL_FAILED = -2 /* a network's invoke returned nonzero: frame wiped */
 };

@@ -169,17 +169,53 @@ static int64_t kp_dist(const tk_frame_result_t *r, int a, int b) {
     return tk_isqrt((uint64_t)(dx * dx + dy * dy));
 }
 
-/* Twin of reference.face_box and reference.crop_box. */
+/* Twin of reference.head_scale: max(eye dist, ear dist, shoulder dist / 4, 8 px), pairs both visible. */
+static int64_t head_scale(const tk_frame_result_t *r) {
+    int64_t s = 8 * 256, v;
+    if (r->visible[L_EYE] && r->visible[R_EYE] && (v = kp_dist(r, L_EYE, R_EYE)) > s) s = v;
+    if (r->visible[L_EAR] && r->visible[R_EAR] && (v = kp_dist(r, L_EAR, R_EAR)) > s) s = v;
+    if (r->visible[L_SH] && r->visible[R_SH] && (v = kp_dist(r, L_SH, R_SH) / 4) > s) s = v;
+    return s;
+}
+
+/* Twin of reference.head_gate: nonzero when the keypoints can be one head (nose and an eye visible, every
+ * visible eye / ear / shoulder within 1 / 1.5 / 4 head scales of the nose, compared squared). */
+static int head_plausible(const tk_frame_result_t *r) {
+    static const int32_t num[KP] = {0, 1, 1, 3, 3, 4, 4}, den[KP] = {1, 1, 1, 2, 2, 1, 1};
+    int64_t s, s2;
+    int k;
+    if (!r->visible[NOSE] || !(r->visible[L_EYE] || r->visible[R_EYE])) return 0;
+    s = head_scale(r);
+    s2 = s * s;
+    for (k = L_EYE; k < KP; k++) {
+        int64_t dx = (int64_t)r->kp_q8[k][0] - r->kp_q8[NOSE][0], dy = (int64_t)r->kp_q8[k][1] - r->kp_q8[NOSE][1];
+        if (r->visible[k] && (int64_t)den[k] * den[k] * (dx * dx + dy * dy) > (int64_t)num[k] * num[k] * s2) return 0;
+    }
+    return 1;
+}
+
+static int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
+
+/* Twin of reference.face_box (cover_head) and reference.crop_box. */
 static void face_and_crop_box(tk_frame_result_t *r) {
     int64_t eye = kp_dist(r, L_EYE, R_EYE);
     int64_t ear = (r->visible[L_EAR] && r->visible[R_EAR]) ? kp_dist(r, L_EAR, R_EAR) : 0;
     int64_t sh = (r->visible[L_SH] && r->visible[R_SH]) ? kp_dist(r, L_SH, R_SH) : 0;
-    int64_t side = 4 * 256, v, nx = r->kp_q8[NOSE][0], ny = r->kp_q8[NOSE][1], s;
+    int64_t side = 4 * 256, v, nx = r->kp_q8[NOSE][0], ny = r->kp_q8[NOSE][1], s, reach = 0;
+    int k;
     v = tk_div_round(12 * ear, 10);
     if (v > side) side = v;
     v = tk_div_round(21 * eye, 10);
     if (v > side) side = v;
     v = tk_div_round(45 * sh, 100);
+    if (v > side) side = v;
+    /* grow (centred on the nose) to hold every visible eye and ear with a quarter head scale of margin */
+    for (k = L_EYE; k <= R_EAR; k++) {
+        if (!r->visible[k]) continue;
+        if ((v = abs64(r->kp_q8[k][0] - nx)) > reach) reach = v;
+        if ((v = abs64(r->kp_q8[k][1] - ny)) > reach) reach = v;
+    }
+    v = 2 * (reach + head_scale(r) / 4);
     if (v > side) side = v;
     r->box[0] = (int32_t)tk_floor_div(2 * nx - side, 512);
     r->box[1] = (int32_t)tk_floor_div(2 * ny - side, 512);
@@ -374,7 +410,7 @@ int tk_frame_anonymize(const tk_pipeline_t *p, uint8_t *frame, uint32_t seed, co
     if (p->pose->invoke(mem->model_in, mem->model_out, mem->arena) != 0) return fail(p, frame, mem, res, TK_FRAME_MODEL_FAILED);
     lap(&sw);
     decode_heatmaps(p, mem->model_out, res);
-    if (!res->visible[NOSE]) {
+    if (!head_plausible(res)) { /* no nose, no eye, or keypoints that cannot be one head: fail closed */
         lap(&sw);
         return fail(p, frame, mem, res, TK_FRAME_NO_FACE);
     }
