@@ -20,13 +20,13 @@ on a real forward pass of the exported step network.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from toolkit.pretrained import PretrainedMixin
 
 IN_CHANNELS = 14  # x_t(3) + masked context(3) + mask(1) + keypoint maps(7)
 OUT_CHANNELS = 3
@@ -35,8 +35,6 @@ OUT_CHANNELS = 3
 ALLOWED_LEAF_MODULES = (nn.Conv2d, nn.ReLU, nn.ReLU6, nn.Upsample)
 ALLOWED_ONNX_OPS = {"Conv", "Relu", "Clip", "Resize", "Concat", "Add", "Constant"}
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -153,7 +151,7 @@ def conv_names(net: nn.Module) -> list[str]:
     return [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-class Student(nn.Module):
+class Student(PretrainedMixin, nn.Module):
     """StudentNet + a per-step bias table (num_steps, out_channels) for every conv.
 
     `forward(x, step)` runs step index `step` (0 = the first, noisiest timestep) of the fixed schedule
@@ -221,37 +219,12 @@ class Student(nn.Module):
             "keypoint_maps": self.keypoint_maps,
         }
 
-    def save_pretrained(self, directory) -> None:
-        from safetensors.torch import save_file
-
-        from toolkit.artifacts import write_json_atomic
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{WEIGHTS_NAME}.tmp"
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        tmp.replace(directory / WEIGHTS_NAME)
-        write_json_atomic(directory / CONFIG_NAME, self.config())
-
     @classmethod
     def from_config(cls, config: dict) -> "Student":
         p = dict(config["preset"])
         p["channels"], p["res_blocks"] = tuple(p["channels"]), tuple(p["res_blocks"])
         return cls(StudentPreset(**p), config["timesteps"], config["resolution"],
                    config.get("alphas_cumprod"), config.get("keypoint_maps"))
-
-    @classmethod
-    def from_pretrained(cls, directory) -> "Student":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (cfg_path, w_path):
-            if not path.exists():
-                raise FileNotFoundError(f"{directory}: no student weights ({path.name} missing)")
-        model = cls.from_config(json.loads(cfg_path.read_text()))
-        model.load_state_dict(load_file(str(w_path)))
-        return model.eval()
 
 
 @dataclass

@@ -15,18 +15,15 @@ the training target; a keypoint outside the frame has an all-zero target).
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from toolkit.keypoints import NUM_KEYPOINTS
+from toolkit.pretrained import PretrainedMixin
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # same file name as every other toolkit model
 
 # Module types allowed anywhere in the network, and the ONNX ops the exported graph may contain.
 ALLOWED_LEAF_MODULES = (nn.Conv2d, nn.ReLU, nn.ReLU6, nn.Upsample)
@@ -85,7 +82,7 @@ class ResBlock(nn.Module):
         return self.act2(x + self.conv2(self.act1(self.conv1(x))))
 
 
-class PoseNet(nn.Module):
+class PoseNet(PretrainedMixin, nn.Module):
     """(B, 3, S, S) -> (B, 7, S / 2**(out_level+1), ...) heatmaps. Only allowed modules; cat / add in forward."""
 
     def __init__(self, preset: PosePreset, resolution: int = 96):
@@ -159,18 +156,6 @@ class PoseNet(nn.Module):
             "decoding": "argmax + 3x3 weighted mean; heatmap cell i centred at (i + 0.5) * stride px",
         }
 
-    def save_pretrained(self, directory) -> None:
-        from safetensors.torch import save_file
-
-        from toolkit.artifacts import write_json_atomic
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{WEIGHTS_NAME}.tmp"
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        tmp.replace(directory / WEIGHTS_NAME)
-        write_json_atomic(directory / CONFIG_NAME, self.config())
-
     @classmethod
     def from_config(cls, config: dict) -> "PoseNet":
         if config.get("_class_name") != "PoseNet":
@@ -178,19 +163,6 @@ class PoseNet(nn.Module):
         p = dict(config["preset"])
         p["channels"], p["res_blocks"] = tuple(p["channels"]), tuple(p["res_blocks"])
         return cls(PosePreset(**p), config["resolution"])
-
-    @classmethod
-    def from_pretrained(cls, directory) -> "PoseNet":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (cfg_path, w_path):
-            if not path.exists():
-                raise FileNotFoundError(f"{directory}: no pose model weights ({path.name} missing)")
-        model = cls.from_config(json.loads(cfg_path.read_text()))
-        model.load_state_dict(load_file(str(w_path)))
-        return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------- budget
