@@ -69,7 +69,9 @@ def labels_from_persons(persons) -> list[PersonLabel]:
         vis = np.asarray(p.visible, bool)
         if vis.sum() < MIN_VISIBLE or not np.isfinite(kp).all():
             continue
-        ref = person_size(kp, vis, p.face_box)
+        # The head's real size, also for a face cut by the image border (face_box is clipped to the image).
+        whole = getattr(p, "face_box_unclipped", None)
+        ref = person_size(kp, vis, p.face_box if whole is None else whole)
         if ref < MIN_PERSON_PX:
             continue
         out.append(PersonLabel(kp, vis, np.asarray(p.face_box, np.float64), ref))
