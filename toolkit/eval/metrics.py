@@ -48,22 +48,34 @@ def identity_distance(original: np.ndarray, anonymized: np.ndarray, face_box) ->
     return float(np.linalg.norm(face_embedding(original, face_box) - face_embedding(anonymized, face_box)))
 
 
+SSIM_WINDOW = 7  # skimage's default SSIM window (pixels per side)
+
+
 def outside_region_quality(original: np.ndarray, anonymized: np.ndarray, region_box) -> dict:
-    """SSIM and PSNR over the pixels OUTSIDE `region_box` (the expanded face box a method may change)."""
+    """SSIM and PSNR over the pixels OUTSIDE `region_box` (the expanded face box a method may change).
+
+    PSNR counts every pixel outside the box. SSIM counts the pixels whose whole SSIM window lies outside it
+    (the box grown by the window's radius): a window that straddles the edge would mix in the changed pixels,
+    so a method that leaves the outside untouched scores exactly 1."""
     from skimage.metrics import structural_similarity
 
     h, w = original.shape[:2]
     # Every pixel the box touches counts as inside (floor / ceil), as the methods round it outwards.
     x0, y0 = (int(np.floor(v)) for v in region_box[:2])
     x1, y1 = (int(np.ceil(v)) for v in region_box[2:])
-    outside = np.ones((h, w), dtype=bool)
-    outside[max(y0, 0):max(min(y1, h), 0), max(x0, 0):max(min(x1, w), 0)] = False
+
+    def outside_of(grow: int):
+        mask = np.ones((h, w), dtype=bool)
+        mask[max(y0 - grow, 0):max(min(y1 + grow, h), 0), max(x0 - grow, 0):max(min(x1 + grow, w), 0)] = False
+        return mask
+
+    outside, window_outside = outside_of(0), outside_of(SSIM_WINDOW // 2)
     a = original.astype(np.float64)
     b = anonymized.astype(np.float64)
-    _, ssim_map = structural_similarity(a, b, channel_axis=2, data_range=255.0, full=True)
+    _, ssim_map = structural_similarity(a, b, channel_axis=2, data_range=255.0, win_size=SSIM_WINDOW, full=True)
     mse = float(((a - b) ** 2)[outside].mean()) if outside.any() else 0.0
     psnr = float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-    ssim = float(ssim_map.mean(axis=2)[outside].mean()) if outside.any() else 1.0
+    ssim = float(ssim_map.mean(axis=2)[window_outside].mean()) if window_outside.any() else 1.0
     return {"ssim_outside": ssim, "psnr_outside": psnr}
 
 
