@@ -145,11 +145,13 @@ def evaluate(image_paths, specs, *, seed=0, fid=True, progress=True):
             elapsed = time.perf_counter() - start
             sample["methods"][spec.name] = out
             found = detect(out)
+            # Outside = outside every face's region: a photo's other faces are changed too.
+            regions = [face.get("crop_box") or [float(v) for v in person.face_box]
+                       for person, face in zip(persons, faces)]
+            quality = metrics.outside_region_quality(image, out, regions)
             for person, face in zip(persons, faces):
                 box = [float(v) for v in person.face_box]
                 match = _match(box, found)
-                region = face.get("crop_box") or box
-                quality = metrics.outside_region_quality(image, out, region)
                 rows.append({
                     "image": str(path), "method": spec.name, "face_box": box,
                     "identity_distance": metrics.identity_distance(image, out, box)

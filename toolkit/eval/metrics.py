@@ -51,22 +51,25 @@ def identity_distance(original: np.ndarray, anonymized: np.ndarray, face_box) ->
 SSIM_WINDOW = 7  # skimage's default SSIM window (pixels per side)
 
 
-def outside_region_quality(original: np.ndarray, anonymized: np.ndarray, region_box) -> dict:
-    """SSIM and PSNR over the pixels OUTSIDE `region_box` (the expanded face box a method may change).
+def outside_region_quality(original: np.ndarray, anonymized: np.ndarray, regions) -> dict:
+    """SSIM and PSNR over the pixels OUTSIDE `regions` (one (x0, y0, x1, y1) box or a list of them: the
+    expanded face boxes a method may change).
 
-    PSNR counts every pixel outside the box. SSIM counts the pixels whose whole SSIM window lies outside it
-    (the box grown by the window's radius): a window that straddles the edge would mix in the changed pixels,
+    PSNR counts every pixel outside the boxes. SSIM counts the pixels whose whole SSIM window lies outside them
+    (each box grown by the window's radius): a window that straddles an edge would mix in the changed pixels,
     so a method that leaves the outside untouched scores exactly 1."""
     from skimage.metrics import structural_similarity
 
     h, w = original.shape[:2]
-    # Every pixel the box touches counts as inside (floor / ceil), as the methods round it outwards.
-    x0, y0 = (int(np.floor(v)) for v in region_box[:2])
-    x1, y1 = (int(np.ceil(v)) for v in region_box[2:])
+    boxes = [regions] if np.ndim(regions[0]) == 0 else list(regions)
 
     def outside_of(grow: int):
         mask = np.ones((h, w), dtype=bool)
-        mask[max(y0 - grow, 0):max(min(y1 + grow, h), 0), max(x0 - grow, 0):max(min(x1 + grow, w), 0)] = False
+        for box in boxes:
+            # Every pixel a box touches counts as inside (floor / ceil), as the methods round it outwards.
+            x0, y0 = (int(np.floor(v)) - grow for v in box[:2])
+            x1, y1 = (int(np.ceil(v)) + grow for v in box[2:])
+            mask[max(y0, 0):max(min(y1, h), 0), max(x0, 0):max(min(x1, w), 0)] = False
         return mask
 
     outside, window_outside = outside_of(0), outside_of(SSIM_WINDOW // 2)
