@@ -275,22 +275,20 @@ def write_outputs(result: dict, out: Path) -> tuple[Path, Path, Path]:
 
 
 def run(args) -> int:
+    # A DeviceError is a RuntimeError: the CLI reports it as a clear error (exit 2).
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise ValueError(f"--out {out}: give a .json file name (CSV and PNG are written beside it)")
     if getattr(args, "pipeline", False):
         from toolkit.bench import pipeline
         from toolkit.sensor.config import VISIBLE_PEAK
 
         if args.visible_peak is None:
             args.visible_peak = VISIBLE_PEAK
-        return pipeline.run(args)
+        return pipeline.run(args, out)
     if getattr(args, "pose", None):
         raise ValueError("--pose is only used with --pipeline")
-    out = Path(args.out)
-    if out.suffix.lower() != ".json":
-        raise ValueError(f"--out {out}: give a .json file name (CSV and PNG are written beside it)")
-    try:
-        result = bench(args)
-    except DeviceError as exc:
-        raise RuntimeError(str(exc)) from exc
+    result = bench(args)
     paths = write_outputs(result, out)
     s = result["summary"]
     where = result["device"].get("board") or args.port
