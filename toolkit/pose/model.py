@@ -249,7 +249,7 @@ def render_heatmaps(points: np.ndarray, weights: np.ndarray, size: int, stride: 
     return (maps * (inside & (weights > 0))[..., None, None]).astype(np.float32).reshape(B, K, size, size)
 
 
-def _div_round_away(num: int, den: int) -> int:
+def div_round_away(num: int, den: int) -> int:
     """num / den rounded half away from zero, in integers (as C computes it with truncating division)."""
     q, r = divmod(abs(num) * 2 + den, 2 * den)
     return q if num >= 0 else -q
@@ -283,7 +283,7 @@ def decode_heatmaps_int8(q: np.ndarray, zero_point: int, stride: int, layout: st
                 if 0 <= y < H and 0 <= x < W:
                     w = max(int(m[y, x]) - int(zero_point), 0)
                     s, sx, sy = s + w, sx + w * dx, sy + w * dy
-        ox = _div_round_away(256 * sx, s) if s else 0
-        oy = _div_round_away(256 * sy, s) if s else 0
+        ox = div_round_away(256 * sx, s) if s else 0
+        oy = div_round_away(256 * sy, s) if s else 0
         pts[k] = ((2 * ix + 1) * stride * 128 + ox * stride, (2 * iy + 1) * stride * 128 + oy * stride)
     return pts, peaks

@@ -31,6 +31,7 @@ import zlib
 
 import numpy as np
 
+from toolkit.pose.model import div_round_away as div_round  # the heatmap decode's rounding, one rule
 from toolkit.sensor.config import NOSE, Pipeline
 
 SEED_MIX = 0x9E3779B9
@@ -45,12 +46,6 @@ def rshr(x, n: int):
     x = np.asarray(x, np.int64)
     half = np.int64(1) << (n - 1)
     return np.where(x >= 0, (x + half) >> n, -((-x + half) >> n))
-
-
-def div_round(num: int, den: int) -> int:
-    """num / den rounded half away from zero, den > 0."""
-    q = (abs(num) * 2 + den) // (2 * den)
-    return q if num >= 0 else -q
 
 
 def floor_div(a: int, b: int) -> int:
