@@ -202,12 +202,11 @@ def load_split(dataset, flips: bool = True, indices=None) -> dict:
 
 
 def box_masks(boxes, size: int) -> torch.Tensor:
-    """(B, 1, S, S) masks, 0 inside each (x0, y0, x1, y1) pixel box and 1 outside (the toolkit's convention)."""
-    boxes = torch.as_tensor(np.asarray(boxes), dtype=torch.int64).reshape(-1, 4)
-    r = torch.arange(size)
-    inside_x = (r[None] >= boxes[:, 0:1]) & (r[None] < boxes[:, 2:3])  # (B, S)
-    inside_y = (r[None] >= boxes[:, 1:2]) & (r[None] < boxes[:, 3:4])
-    return (~(inside_y[:, :, None] & inside_x[:, None, :])).float()[:, None]
+    """(B, 1, S, S) masks, 0 inside each (x0, y0, x1, y1) pixel box and 1 outside: the dataset's own face mask."""
+    from toolkit.data.crop import face_mask
+
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return torch.from_numpy(np.stack([face_mask(b, size) for b in boxes]))[:, None]
 
 
 def jitter(images, keypoints, visible, generator, max_shift=0.12, scale_jitter=0.1, max_rotation=15.0,
