@@ -1,4 +1,9 @@
-"""The README's main command at its smallest setting: the whole chain on the bundled photos, then resume."""
+"""The README's main command at its smallest setting: the whole chain on the bundled photos, then resume.
+
+It runs as a user types it, with a relative --out, and every other verb then runs on its artifacts with
+relative paths from another working directory: a path bug (a library changing the cwd, a path resolved
+against the wrong folder) cannot come back unnoticed.
+"""
 
 import json
 from pathlib import Path
@@ -6,13 +11,15 @@ from pathlib import Path
 from toolkit.cli import main
 
 
-def test_demo_fast_runs_whole_chain_and_resumes(tmp_path, assets, capsys):
+def test_demo_fast_runs_whole_chain_and_resumes(tmp_path, assets, capsys, monkeypatch):
     from toolkit.assets import sha256_file
+    from toolkit.cli import VERBS
     from toolkit.demo import SIZES, _stages
     from toolkit.images import list_images
 
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--fast", "--threads", "1"]) == 0
+    assert main(["demo", "--out", "demo", "--fast", "--threads", "1"]) == 0
     log = capsys.readouterr().out
     summary = (out / "README.md").read_text()
 
@@ -47,6 +54,21 @@ def test_demo_fast_runs_whole_chain_and_resumes(tmp_path, assets, capsys):
     assert "On-device frame pipeline" in summary
 
     # Run again: every stage that ran is found finished and skipped.
-    stages = _stages(out, SIZES["fast"], 1)
-    assert main(["demo", "--out", str(out), "--fast", "--threads", "1"]) == 0
+    stages = _stages(Path("demo"), SIZES["fast"], 1)
+    assert main(["demo", "--out", "demo", "--fast", "--threads", "1"]) == 0
     assert capsys.readouterr().out.count("done earlier, skipped") == len(stages)
+
+    # The verbs the demo does not run, on its artifacts, with relative paths from another folder.
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    others = [["detect", "../demo/photos/obama.jpg", "--json", "detect.json"],
+              ["data", "check", "../demo/dataset"],
+              ["sample", "--model", "../demo/teacher", "--data", "../demo/dataset", "--out", "samples", "-n", "2",
+               "--steps", "2"],
+              ["boards"]]
+    for argv in others:
+        assert main(argv) == 0, argv
+    assert json.loads(Path("detect.json").read_text())
+    assert len(list(Path("samples/images").glob("*.png"))) == 2
+    ran = {argv[0] for argv in others} | {a[0] for _, a, _ in stages if isinstance(a, list)} | {"demo"}
+    assert ran == set(VERBS), f"verbs never run with relative paths: {set(VERBS) - ran}"

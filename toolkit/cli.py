@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from toolkit import __version__
+from toolkit.errors import LibraryFailure
 
 # verb -> (module with register(), one-line help). The module is imported only when needed.
 VERBS = {
@@ -55,16 +56,27 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if not argv else 2
+    command = "toolkit " + " ".join(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        # Our verbs return their status; a SystemExit from inside one is a library (or a nested verb's argument
+        # parser) quitting the process. Say which stage and command it ended, instead of exiting silently.
+        if getattr(args, "debug", False):
+            raise
+        print(f"toolkit {args.verb}: error: a library called sys.exit({exc.code!r}) during `{command}`; "
+              "its own message, if any, is printed above", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # Known user-facing failures: one clear line, no traceback.
+        # Known user-facing failures: one clear message, no traceback.
         if getattr(args, "debug", False):
             raise
         print(f"toolkit {args.verb}: error: {exc}", file=sys.stderr)
+        if isinstance(exc, LibraryFailure):
+            print(f"  command: {command}", file=sys.stderr)
         return 2
 
 

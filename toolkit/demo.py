@@ -214,19 +214,22 @@ def run(args) -> int:
             if name in MAKE_FOLDER:
                 target.mkdir(parents=True)
             start = time.perf_counter()
-            if callable(action):
-                print(f"[{i}/{len(stages)}] {name}: {action.__doc__}", flush=True)
-                action(target)
-                rc = 0
-            else:
-                action = action + ["--resume"] if resumable else action
-                print(f"[{i}/{len(stages)}] {name}: toolkit " + " ".join(action), flush=True)
-                rc = toolkit_main(action)
-            if rc == 0 and name in AFTER:
-                AFTER[name](target)
+            try:
+                if callable(action):
+                    print(f"[{i}/{len(stages)}] {name}: {action.__doc__}", flush=True)
+                    action(target)
+                    rc = 0
+                else:
+                    action = action + ["--resume"] if resumable else action
+                    print(f"[{i}/{len(stages)}] {name}: toolkit " + " ".join(action), flush=True)
+                    rc = toolkit_main(action)
+                if rc == 0 and name in AFTER:
+                    AFTER[name](target)
+            except BaseException as exc:
+                _say_failed(name, "interrupted" if isinstance(exc, KeyboardInterrupt) else "an exception, below", args)
+                raise
             if rc != 0:
-                print(f"demo: stage '{name}' failed (exit {rc}); fix the cause and run the same command again "
-                      "to resume from this stage", file=sys.stderr)
+                _say_failed(name, f"exit {rc}, the reason is printed above", args)
                 return rc
             timings[name] = round(time.perf_counter() - start, 1)
             (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
@@ -236,6 +239,12 @@ def run(args) -> int:
     _write_summary(out, timings, threads, "fast" if args.fast else "default")
     print(f"demo finished: {out / 'README.md'}")
     return 0
+
+
+def _say_failed(stage: str, why: str, args):
+    again = " ".join(["toolkit demo", "--out", str(args.out)] + (["--fast"] if args.fast else []))
+    print(f"demo: stage '{stage}' failed ({why}). The stages before it are kept: fix the cause and run "
+          f"`{again}` again to resume from '{stage}'.", file=sys.stderr, flush=True)
 
 
 def _write_summary(out: Path, timings: dict, threads: int, size: str):

@@ -8,8 +8,6 @@ canonical int8 artifact; this one is for users of the TFLM runtime.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
 import tempfile
@@ -28,37 +26,44 @@ def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
 
 
-def onnx_to_saved_model(float_onnx, out_dir) -> Path:
-    """onnx2tf conversion (float only; its own int8 output mis-handles some graphs, so we quantize in TF)."""
-    import onnx2tf
-
-    out_dir = Path(out_dir)
-    # onnx2tf prints a lot and writes helper files into the working directory: keep both contained.
-    cwd = os.getcwd()
-    buf = io.StringIO()
-    try:
-        os.chdir(out_dir.parent)
-        # onnx2tf downloads sample photos from GitHub for its output self-check whenever every input is an
-        # NHWC 3-channel image (the pose model's RGB frame); it reads a local copy from the cwd first.
-        # (added by the pose area; the values only feed onnx2tf's own dummy-inference check)
-        sample = Path("calibration_image_sample_data_20x128x128x3_float32.npy")
-        if not sample.exists():
-            np.save(sample, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
-        with contextlib.redirect_stdout(buf):
-            onnx2tf.convert(
-                input_onnx_file_path=str(Path(float_onnx).resolve()),
-                output_folder_path=str(out_dir.resolve()),
-                non_verbose=True,
+# onnx2tf runs in a child process: it writes helper files into its working directory, reads a sample-data file
+# from there, and reports failures with sys.exit(1) and a message on stdout. A child of its own contains all three
+# without touching this process's working directory (paths are resolved before it starts).
+_ONNX2TF_CHILD = """
+import os, sys
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+# onnx2tf downloads sample photos for its output self-check whenever every input is an NHWC 3-channel image (the
+# pose model's RGB frame); it reads a local copy from the working directory first. The values only feed that check.
+np.save("calibration_image_sample_data_20x128x128x3_float32.npy",
+        np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+import onnx2tf
+onnx2tf.convert(input_onnx_file_path=sys.argv[1], output_folder_path=sys.argv[2], non_verbose=True,
                 verbosity="error",
                 # torch's exporter already folds constants; onnxsim would add ~30 s per model for nothing
-                not_use_onnxsim=True,
-            )
-    except Exception as exc:
-        raise RuntimeError(f"onnx2tf could not convert {float_onnx}: {exc}\n{buf.getvalue()[-2000:]}") from exc
-    finally:
-        os.chdir(cwd)
+                not_use_onnxsim=True)
+"""
+
+
+def onnx_to_saved_model(float_onnx, out_dir) -> Path:
+    """onnx2tf conversion (float only; its own int8 output mis-handles some graphs, so we quantize in TF)."""
+    import subprocess
+    import sys
+
+    from toolkit.errors import LibraryFailure
+
+    float_onnx, out_dir = Path(float_onnx).resolve(), Path(out_dir).resolve()
+    if not float_onnx.is_file():
+        raise FileNotFoundError(f"no ONNX file to convert at {float_onnx}")
+    with tempfile.TemporaryDirectory(prefix="toolkit-onnx2tf-cwd-") as cwd:
+        proc = subprocess.run([sys.executable, "-c", _ONNX2TF_CHILD, str(float_onnx), str(out_dir)], cwd=cwd,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise LibraryFailure("onnx2tf", f"converting {float_onnx} to a TF SavedModel", proc.returncode, output)
     if not (out_dir / "saved_model.pb").exists():
-        raise RuntimeError(f"onnx2tf wrote no SavedModel to {out_dir}:\n{buf.getvalue()[-2000:]}")
+        raise LibraryFailure("onnx2tf", f"converting {float_onnx}: it wrote no SavedModel to {out_dir}",
+                             proc.returncode, output)
     return out_dir
 
 
