@@ -7,7 +7,7 @@ import sys
 
 from toolkit.anonymize.baselines import DEFAULT_PIXEL_BLOCKS
 from toolkit.anonymize.media import REPORT_NAME
-from toolkit.anonymize.pipeline import DEFAULT_FEATHER, METHODS, ON_MISS, Options
+from toolkit.anonymize.pipeline import DEFAULT_FEATHER, DEFAULT_PRIOR_STRENGTH, METHODS, ON_MISS, Options
 
 DESCRIPTION = """\
 Detect every person, cut an FDF-framed crop around each face, generate a new face there with a trained
@@ -85,6 +85,10 @@ def register(subparsers) -> None:
     g.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's own)")
     g.add_argument("--rg-weight", type=float, help="reconstruction guidance weight (default: the model's own)")
     g.add_argument("--scheduler", help="sampling scheduler, e.g. ddpm or ddim (default: the model's own)")
+    g.add_argument("--prior-strength", type=float, default=DEFAULT_PRIOR_STRENGTH,
+                   help="start sampling from the model's mean face on each face's keypoints, noised this far "
+                        "(SDEdit; 1 = from pure noise; models without a face prior always start from noise; "
+                        "default %(default)s)")
     g.add_argument("--batch-size", type=_positive_int, default=16,
                    help="faces generated together (across the faces of an image or video frames; default 16)")
     g.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda (default auto)")
@@ -116,7 +120,7 @@ def run(args) -> int:
                                   ("rg_weight", args.rg_weight), ("scheduler", args.scheduler)) if v is not None}
     opts = Options(method=args.method, seed=args.seed, batch_size=args.batch_size, on_miss=args.on_miss,
                    feather=args.feather, blur_sigma=args.blur_sigma, pixel_blocks=args.pixel_blocks,
-                   mask_color=tuple(args.mask_color), sampling=sampling)
+                   mask_color=tuple(args.mask_color), prior_strength=args.prior_strength, sampling=sampling)
     if args.blur_sigma is not None and not args.blur_sigma > 0:
         raise ValueError(f"--blur-sigma must be positive, got {args.blur_sigma}")
     inpainter, device = None, "cpu"

@@ -26,6 +26,7 @@ from toolkit.anonymize.baselines import (
     mask_box,
 )
 from toolkit.data.crop import crop_and_resize, expanded_crop_box, face_box_in_crop, face_mask, to_crop_coords
+from toolkit.diffusion.prior import DEFAULT_STRENGTH as DEFAULT_PRIOR_STRENGTH
 
 METHODS = ("ddpm",) + BASELINES
 ON_MISS = ("refuse", "mask")
@@ -53,6 +54,7 @@ class Options:
     blur_sigma: float | None = None
     pixel_blocks: int = DEFAULT_PIXEL_BLOCKS
     mask_color: tuple = DEFAULT_MASK_COLOR
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH  # SDEdit start from the model's face prior; 1 = pure noise
     sampling: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -62,6 +64,8 @@ class Options:
             raise ValueError(f"unknown --on-miss policy {self.on_miss!r}; choose one of {', '.join(ON_MISS)}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if not (0.0 < float(self.prior_strength) <= 1.0):
+            raise ValueError(f"prior strength must be in (0, 1] (1 = start from pure noise), got {self.prior_strength}")
         if not (0.0 <= float(self.feather) <= 1.0):
             raise ValueError(f"feather must be in [0, 1] (fraction of the face size), got {self.feather}")
 
@@ -221,24 +225,50 @@ def _prepare_face(image: np.ndarray, person, resolution: int) -> dict:
             "keypoints": norm, "visible": vis}
 
 
+def _prior_inputs(prior, chunk: list[dict], strength: float) -> tuple[np.ndarray, dict]:
+    """The model's view of the crops and the SDEdit start (toolkit.diffusion.prior): a gray-trained model sees
+    its crops in gray; with strength < 1 sampling starts from the mean face on each face's keypoints."""
+    from toolkit.diffusion.prior import luma, structure_init
+
+    images = np.stack([j["crop"] for j in chunk]).astype(np.float32) / 127.5 - 1.0
+    if prior is None:
+        return images, {}
+    if prior.colour == "luma":
+        images = luma(images)
+    if strength >= 1.0:
+        return images, {}
+    init = np.stack([structure_init(prior, j["crop"], j["mask"], j["keypoints"], j["visible"]) for j in chunk])
+    return images, {"init_image": _nchw(init), "strength": float(strength)}
+
+
+def _nchw(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous()
+
+
 def _run_inpainter(inpainter, jobs: list[dict], opts: Options, progress=None) -> None:
     """Fill job["generated"] (SxSx3 float 0..255) or job["error"], batch by batch."""
     import torch
 
+    from toolkit.diffusion.prior import colour_from_context
+
     S = int(inpainter.resolution)
+    prior = getattr(inpainter, "face_prior", None)
     for start in range(0, len(jobs), int(opts.batch_size)):
         chunk = jobs[start : start + int(opts.batch_size)]
-        images = np.stack([j["crop"] for j in chunk]).astype(np.float32) / 127.5 - 1.0
         t0 = time.perf_counter()
         try:
+            images, start_from = _prior_inputs(prior, chunk, opts.prior_strength)
             out = inpainter.inpaint(
-                torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                _nchw(images),
                 torch.from_numpy(np.stack([j["mask"] for j in chunk]))[:, None],
                 torch.from_numpy(np.stack([j["keypoints"] for j in chunk])),
                 torch.from_numpy(np.stack([j["visible"] for j in chunk])),
                 # One seed per face: --seed plus the face's index in its image. Results then do not depend
                 # on batch composition, and in a video face k keeps the same noise from frame to frame.
                 seed=[int(opts.seed) + int(j["where"][1]) for j in chunk],
+                **start_from,
                 **opts.sampling,
             )
             out = out.detach().to("cpu", torch.float32).numpy()
@@ -256,6 +286,9 @@ def _run_inpainter(inpainter, jobs: list[dict], opts: Options, progress=None) ->
                 job["error"] = "generation failed: the model returned non-finite values (NaN/inf)"
             else:
                 job["generated"] = (np.clip(out[i].transpose(1, 2, 0), -1.0, 1.0) + 1.0) * 127.5
+                if prior is not None and prior.colour == "luma":  # gray face -> the context's skin colour
+                    job["generated"] = colour_from_context(job["generated"], job["crop"], job["mask"],
+                                                           job["keypoints"], job["visible"])
         if progress is not None:
             progress.update(len(chunk))
 
@@ -346,7 +379,7 @@ def anonymize_batch(images: list[np.ndarray], persons: list[list], opts: Options
 def anonymize_image(image_uint8, *, method: str = "ddpm", inpainter=None, seed: int = 0, persons=None,
                     detector=None, on_miss: str = "refuse", batch_size: int = 16, feather: float = DEFAULT_FEATHER,
                     blur_sigma: float | None = None, pixel_blocks: int = DEFAULT_PIXEL_BLOCKS,
-                    mask_color=DEFAULT_MASK_COLOR, **sampling):
+                    mask_color=DEFAULT_MASK_COLOR, prior_strength: float = DEFAULT_PRIOR_STRENGTH, **sampling):
     """Replace every face of one HxWx3 uint8 RGB image; returns (anonymized copy, faces report).
 
     persons: detections to use (default: run `detector`, default `toolkit.detect.detect`).
@@ -362,7 +395,7 @@ def anonymize_image(image_uint8, *, method: str = "ddpm", inpainter=None, seed: 
         persons = _detect(image, detector)
     opts = Options(method=method, seed=seed, batch_size=batch_size, on_miss=on_miss, feather=feather,
                    blur_sigma=blur_sigma, pixel_blocks=pixel_blocks, mask_color=tuple(mask_color),
-                   sampling={k: v for k, v in sampling.items() if v is not None})
+                   prior_strength=prior_strength, sampling={k: v for k, v in sampling.items() if v is not None})
     (result,) = anonymize_batch([image], [list(persons)], opts, inpainter)
     if result.image is None:
         raise FaceNotAnonymizedError(f"face(s) could not be anonymized: {result.reason}", result.faces)

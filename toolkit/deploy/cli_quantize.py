@@ -177,6 +177,9 @@ def quantize_student(model_run, target: str, out, settings, steps="all", data=No
         raise
     from dataclasses import asdict
 
+    from toolkit.diffusion.prior import copy_prior
+
+    copy_prior(model_run, out)  # anonymizing with the int8 student starts from the same face prior
     return write_manifest(
         out,
         STAGE,

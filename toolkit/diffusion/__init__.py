@@ -10,6 +10,9 @@ object with:
         visible  (B,7) bool
       returns (B,3,S,S) in [-1, 1]; known pixels equal the input (RePaint-style replacement at the end).
 A distilled student run implements the same contract, so `toolkit anonymize --model STUDENT_RUN` works.
+Every inpainter also has `face_prior` (toolkit.diffusion.prior: the mean face and the colour mode of its
+training data, or None), which `toolkit.anonymize` uses to start sampling and to colour gray-trained faces;
+`inpaint` takes `init_image` and `strength` for that start (SDEdit).
 
 The teacher also accepts, as keyword arguments of `inpaint`: seed (int: image i uses seed+i, or one seed per
 image, so results do not depend on batch composition), scheduler ("ddim" | "ddpm" | "dpm"), steps, cfg_scale
@@ -30,18 +33,23 @@ def load_inpainter(run_dir, device=None):
     Reads `toolkit.json` and dispatches on its stage; anything else is an ArtifactError naming what it found.
     `device`: torch device string (default: CUDA when present, else CPU).
     """
+    from toolkit.diffusion.prior import load_prior
+
     manifest = read_manifest(run_dir, expect_stage=INPAINTER_STAGES)
     if manifest["stage"] == "student":
         from toolkit.distill import load_student_inpainter  # lazy: the distill stage is optional
 
-        return load_student_inpainter(run_dir)
-    if manifest["stage"] == "quantized":  # an int8 student, run bit-exactly as the microcontroller does
+        inpainter = load_student_inpainter(run_dir)
+    elif manifest["stage"] == "quantized":  # an int8 student, run bit-exactly as the microcontroller does
         from toolkit.deploy.int8_inpainter import load_int8_inpainter
 
-        return load_int8_inpainter(run_dir)
-    from toolkit.diffusion.sampling import TeacherInpainter
+        inpainter = load_int8_inpainter(run_dir)
+    else:
+        from toolkit.diffusion.sampling import TeacherInpainter
 
-    return TeacherInpainter.from_run(run_dir, manifest, device=device)
+        inpainter = TeacherInpainter.from_run(run_dir, manifest, device=device)
+    inpainter.face_prior = load_prior(run_dir)  # None for artifacts made before the prior existed
+    return inpainter
 
 
 __all__ = ["ArtifactError", "INPAINTER_STAGES", "load_inpainter"]

@@ -31,6 +31,7 @@ SCHEDULERS = {
 }
 
 SAMPLING_DEFAULTS = {"scheduler": "ddim", "steps": 25, "cfg_scale": 1.5, "rg_weight": 0.0, "repaint": True}
+START_OPTIONS = ("init_image", "strength")  # SDEdit start (toolkit.diffusion.prior); per call, no defaults
 
 
 def make_scheduler(name: str, config: dict):
@@ -96,8 +97,13 @@ def guided_inpaint(
     repaint: bool = True,
     eta: float = 0.0,
     progress: bool = False,
+    init_image: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
     """Inpaint the mask==0 pixels. Returns (images with known pixels pasted back, info).
+
+    init_image / strength: SDEdit. Sampling starts from init_image noised to the first timestep at or below
+    strength x the first timestep + 1 (1 = pure noise, as without init_image), and runs the steps from there.
 
     info["known_error"] is the per-image MSE, over the known pixels, of the final sample *before* the paste
     (how well the generated image agrees with the context by itself); info["x0_known_error"] is the same for
@@ -120,6 +126,15 @@ def guided_inpaint(
     scheduler.set_timesteps(steps)
     abars = scheduler.alphas_cumprod.to(device)
     x = randn_tensor((b, 3, s, s), generator=gens, device=device) * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    if init_image is not None and strength < 1.0:
+        first = int((timesteps > strength * (int(timesteps[0]) + 1)).sum())
+        first = min(first, len(timesteps) - 1)  # at least one step
+        timesteps = timesteps[first:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)
+        a0 = abars[timesteps[0]]
+        x = a0.sqrt() * init_image.to(device, torch.float32) + (1 - a0).sqrt() * x
     x0_err = torch.zeros(b, device=device)
     step_kwargs = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
     # Guidance works on epsilon; a v-prediction model's output is converted to epsilon and back (for the
@@ -134,7 +149,7 @@ def guided_inpaint(
     def from_eps(eps, x0, abar):
         return eps if kind == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
 
-    for t in tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress):
+    for t in tqdm(timesteps, desc="sampling", leave=False, disable=not progress):
         t = t.to(device)
         abar = abars[t]
         if repaint:
@@ -161,7 +176,7 @@ def guided_inpaint(
     x = x.clamp(-1, 1)
     info = {
         "known_error": _masked_mse(x, images, masks).cpu(),
-        "x0_known_error": (x0_err / len(scheduler.timesteps)).cpu(),
+        "x0_known_error": (x0_err / len(timesteps)).cpu(),
     }
     out = masks * images + (1 - masks) * x
     return out, info
@@ -213,10 +228,12 @@ class TeacherInpainter:
                 max_batch: int = 64, **sampling):
         """The `load_inpainter` contract (see toolkit.diffusion). `sampling` keys: scheduler, steps, cfg_scale,
         rg_weight, repaint, eta. `seed` is an int (image i uses seed+i) or one seed per image."""
-        unknown = set(sampling) - set(SAMPLING_DEFAULTS) - {"eta"}
+        unknown = set(sampling) - set(SAMPLING_DEFAULTS) - {"eta", *START_OPTIONS}
         if unknown:
             raise ValueError(f"unknown sampling option(s): {', '.join(sorted(unknown))}")
         self._check(images, masks, keypoints, visible)
+        init_image = sampling.pop("init_image", None)
+        strength = float(sampling.pop("strength", 1.0))
         opts = {**self.defaults, **sampling}
         seeds = seeds_for(seed, images.shape[0])
         outs, infos = [], []
@@ -228,6 +245,7 @@ class TeacherInpainter:
                 keypoint_sigma=self.keypoint_sigma, seed=seeds[sl], steps=int(opts["steps"]),
                 cfg_scale=float(opts["cfg_scale"]), rg_weight=float(opts["rg_weight"]),
                 repaint=bool(opts["repaint"]), eta=float(opts.get("eta", 0.0)), progress=progress,
+                init_image=None if init_image is None else init_image[sl], strength=strength,
             )
             outs.append(out.to(images.device))
             infos.append(info)

@@ -493,8 +493,12 @@ def write_artifact(run: Path, cfg: TrainConfig, model, ema, noise_sched, check_r
     """Final diffusers-style artifact: unet/ (EMA weights), scheduler/, toolkit.json."""
     from toolkit.diffusion.sampling import SAMPLING_DEFAULTS
 
+    from toolkit.diffusion.prior import build_face_prior
+
     _ema_unet(model, ema).save_pretrained(run / "unet")
     noise_sched.save_pretrained(run / "scheduler")
+    prior = build_face_prior(cfg.data, cfg.preset["resolution"])
+    prior.save(run)
     losses = [r["loss"] for r in read_log(run)]
     tail = losses[-min(len(losses), 50):]
     write_manifest(
@@ -512,6 +516,7 @@ def write_artifact(run: Path, cfg: TrainConfig, model, ema, noise_sched, check_r
         cfg_dropout=cfg.cfg_dropout,
         lr_schedule=f"linear warm-up over {cfg.warmup_steps} steps, then constant {cfg.lr:g}",
         sampling_defaults=SAMPLING_DEFAULTS,
+        face_prior=prior.describe(),
         train_time_s=round(elapsed, 1),
     )
 

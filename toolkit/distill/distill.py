@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from toolkit.artifacts import write_json_atomic, write_manifest
+from toolkit.diffusion.prior import copy_prior
 from toolkit.distill.inpainter import STAGE, ddim_target_x0, sample_student, student_input
 from toolkit.distill.student import Student, budget, get_preset
 
@@ -331,6 +332,7 @@ def distill(
     student.eval()
     error_after = rollout_error(student, alphas, faces, targets)
     student.save_pretrained(out)
+    copy_prior(teacher_run, out)  # the student samples from the teacher's face prior too
 
     b = budget(preset_obj, steps, teacher.resolution)
     metrics = {

@@ -45,18 +45,22 @@ def student_input(x_t, images, masks, kp_maps):
     return torch.cat([x_t, images * masks, masks, kp_maps], dim=1)
 
 
-def sample_student(student: Student, alphas: list, images, masks, kp_maps, noise, *, grad: bool = False):
-    """Run all of the student's steps from `noise`; returns (x0, list of x_t fed to each step).
+def sample_student(student: Student, alphas: list, images, masks, kp_maps, noise, *, grad: bool = False,
+                   init_image=None, first_step: int = 0):
+    """Run the student's steps from `noise`; returns (x0, list of x_t fed to each step).
 
     Known pixels follow a deterministic RePaint: at t_0 they are sqrt(abar) * image + sqrt(1 - abar) * z,
     and every DDIM update uses the known image as x0 there, so they stay the known image noised with the
     *same* z at every step (in distribution for the network, and no random generator needed on a device).
+    init_image / first_step: SDEdit — start at step `first_step` from init_image noised to its timestep
+    (the face box) instead of from pure noise.
     """
-    a0 = torch.as_tensor(alphas[0], dtype=noise.dtype)
-    x = masks * (a0.sqrt() * images + (1 - a0).sqrt() * noise) + (1 - masks) * noise
+    a0 = torch.as_tensor(alphas[first_step], dtype=noise.dtype)
+    start = noise if init_image is None else a0.sqrt() * init_image + (1 - a0).sqrt() * noise
+    x = masks * (a0.sqrt() * images + (1 - a0).sqrt() * noise) + (1 - masks) * start
     inputs = []
     with torch.set_grad_enabled(grad):
-        for k in range(student.num_steps):
+        for k in range(first_step, student.num_steps):
             inputs.append(x)
             x0 = student(student_input(x, images, masks, kp_maps), k)
             if k + 1 < student.num_steps:
@@ -109,6 +113,12 @@ class StudentInpainter:
         self.steps = student.num_steps
         self.defaults = {"steps": self.steps}
 
+    def first_step(self, strength: float) -> int:
+        """SDEdit start: the first step whose timestep is at or below strength x (t_0 + 1), the teacher's rule;
+        its last step at most."""
+        limit = strength * (self.student.timesteps[0] + 1)
+        return next((k for k, t in enumerate(self.student.timesteps) if t <= limit), self.steps - 1)
+
     @torch.no_grad()
     def inpaint(self, images, masks, keypoints, visible, *, seed=0, noise=None, return_info=False,
                 progress=False, max_batch: int = 256, **sampling):
@@ -117,7 +127,8 @@ class StudentInpainter:
         seed: int (image i uses seed+i) or one seed per image, as for the teacher: equal seeds, equal noise.
         cfg_scale / rg_weight / scheduler / repaint / eta are accepted and ignored: the guidance is baked in.
         """
-        unknown = set(sampling) - {"steps", "cfg_scale", "rg_weight", "scheduler", "repaint", "eta"}
+        unknown = set(sampling) - {"steps", "cfg_scale", "rg_weight", "scheduler", "repaint", "eta", "init_image",
+                                   "strength"}
         if unknown:
             raise ValueError(f"unknown sampling option(s): {', '.join(sorted(unknown))}")
         steps = sampling.get("steps")
@@ -139,11 +150,16 @@ class StudentInpainter:
         masks = masks.float().cpu()
         if noise is None:
             noise = noise_for_seeds(seeds_for(seed, B), S)
+        init_image, first = sampling.get("init_image"), 0
+        if init_image is not None:
+            init_image = init_image.float().cpu()
+            first = self.first_step(float(sampling.get("strength", 1.0)))
         outs = []
         for i in range(0, B, max_batch):
             sl = slice(i, i + max_batch)
             maps = heatmaps(keypoints[sl].cpu(), visible[sl].cpu(), S, self.sigma_px)
-            x0, _ = sample_student(self.student, self.alphas, images[sl], masks[sl], maps, noise[sl])
+            x0, _ = sample_student(self.student, self.alphas, images[sl], masks[sl], maps, noise[sl],
+                                   init_image=None if init_image is None else init_image[sl], first_step=first)
             outs.append(images[sl] * masks[sl] + x0 * (1 - masks[sl]))
         out = torch.cat(outs)
         if return_info:

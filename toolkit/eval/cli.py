@@ -22,6 +22,9 @@ def register(sub):
     p.add_argument("--steps", type=int, help="sampling steps for the teacher (default: the model's)")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--rg-weight", type=float, help="reconstruction guidance weight (default: the model's)")
+    p.add_argument("--prior-strength", type=float,
+                   help="SDEdit start from the model's face prior for ddpm/student/student-int8 (1 = pure noise; "
+                        "default: toolkit anonymize's)")
     p.add_argument("--blur-sigma", type=float, help="Gaussian sigma for method blur (default: scaled to the face)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
@@ -43,9 +46,10 @@ def run(args) -> int:
     sampling = {k: v for k, v in {"steps": args.steps, "cfg_scale": args.cfg_scale,
                                   "rg_weight": args.rg_weight}.items() if v is not None}
     specs = method_specs(names, teacher=args.teacher, student=args.student, quantized=args.quantized,
-                         sampling=sampling, blur_sigma=args.blur_sigma)
+                         sampling=sampling, blur_sigma=args.blur_sigma, prior_strength=args.prior_strength)
     rows, summary, samples, errors = evaluate(paths, specs, seed=args.seed, fid=not args.no_fid)
     settings = {"images": str(args.images), "methods": names, "seed": args.seed, **sampling,
+                "prior_strength": args.prior_strength,
                 "teacher": args.teacher, "student": args.student, "quantized": args.quantized}
     write_report(args.out, rows, summary, samples, errors, settings)
     print(markdown_table(summary))

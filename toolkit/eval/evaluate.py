@@ -34,10 +34,12 @@ class MethodSpec:
     options: dict = field(default_factory=dict)
 
 
-def method_specs(names, *, teacher=None, student=None, quantized=None, sampling=None, blur_sigma=None):
+def method_specs(names, *, teacher=None, student=None, quantized=None, sampling=None, blur_sigma=None,
+                 prior_strength=None):
     """Resolve method names to anonymize settings, loading each model once; clear error if one is missing.
 
-    `sampling` (steps, cfg_scale, rg_weight) applies to the teacher (method ddpm) only."""
+    `sampling` (steps, cfg_scale, rg_weight) applies to the teacher (method ddpm) only; `prior_strength` to
+    every model."""
     models = {"ddpm": teacher, "student": student, "student-int8": quantized}
     specs = []
     for name in names:
@@ -52,6 +54,8 @@ def method_specs(names, *, teacher=None, student=None, quantized=None, sampling=
             raise ValueError(f"method {name!r} needs a model: pass {MODEL_FLAGS[name]} RUN")
         # Sampling settings are the teacher's: a student samples with the steps it was distilled for.
         options = dict(sampling or {}) if name == "ddpm" else {}
+        if prior_strength is not None:
+            options["prior_strength"] = float(prior_strength)
         specs.append(MethodSpec(name, "ddpm", _load_inpainter(name, run), options))
     return specs
 
@@ -64,11 +68,7 @@ def _load_inpainter(name, run):
     stage = read_manifest(run).get("stage")
     if stage != expected:
         raise ValueError(f"method {name!r}: {MODEL_FLAGS[name]} {run} is a {stage!r} run, it needs a {expected!r} run")
-    if name == "student-int8":
-        # The int8 step networks run in the bit-exact integer reference of the generated C code.
-        from toolkit.deploy.int8_inpainter import load_int8_inpainter
-
-        return load_int8_inpainter(run)
+    # (student-int8: the int8 step networks run in the bit-exact integer reference of the generated C code)
     from toolkit.diffusion import load_inpainter
 
     return load_inpainter(run)
@@ -85,7 +85,7 @@ def _warm_up(spec):
     mask = torch.ones(1, 1, S, S)
     mask[..., S // 4: 3 * S // 4, S // 4: 3 * S // 4] = 0
     spec.inpainter.inpaint(torch.zeros(1, 3, S, S), mask, torch.full((1, 7, 2), 0.5), torch.ones(1, 7, dtype=torch.bool),
-                           seed=0, **spec.options)
+                           seed=0, **{k: v for k, v in spec.options.items() if k != "prior_strength"})
 
 
 def _face_crop(image, box):
@@ -191,6 +191,11 @@ def summarize(rows, method_names):
 
         dist = np.array([r["identity_distance"] for r in mine], dtype=float)
         dist = dist[~np.isnan(dist)]
+        # Faces of at least MIN_IDENTITY_FACE_PX, the ones identity is measured on. Below ~16 px blur and
+        # pixelate barely change a face (8 cells over an 8 px face is the face itself), so figures over all
+        # faces reward leaving small faces untouched; these say what a method does to a face it must hide.
+        large = [r for r in mine if min(r["face_box"][2] - r["face_box"][0],
+                                         r["face_box"][3] - r["face_box"][1]) >= MIN_IDENTITY_FACE_PX]
         summary[name] = {
             "faces": len(mine),
             "identity_faces": int(dist.size),  # faces of at least MIN_IDENTITY_FACE_PX
@@ -200,6 +205,9 @@ def summarize(rows, method_names):
             else float("nan"),
             "keypoint_error_mean": mean("keypoint_error"),
             "face_redetected_share": float(np.mean([r["face_redetected"] for r in mine])),
+            "keypoint_error_mean_large": mean("keypoint_error", large) if large else float("nan"),
+            "face_redetected_share_large": float(np.mean([r["face_redetected"] for r in large])) if large
+            else float("nan"),
             "ssim_outside_mean": mean("ssim_outside"),
             "psnr_outside_mean": mean("psnr_outside"),
             "time_per_face_s": mean("time_per_face_s"),
