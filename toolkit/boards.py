@@ -1,10 +1,19 @@
-"""Board profiles (`boards/*.json`): memory and clock of each `--target NAME`."""
+"""Board profiles (`boards/*.json`): memory and clock of each `--target NAME`.
 
+The profiles bundled with the toolkit, under those of the user: folders named in `$TOOLKIT_BOARDS`
+(os.pathsep-separated, first wins) or given as `toolkit --boards-dir DIR`. A user profile of the same name
+replaces the bundled one.
+"""
+
+import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+from toolkit.paths import bundled_dir
+
+BOARDS_ENV = "TOOLKIT_BOARDS"
 
 
 @dataclass(frozen=True)
@@ -26,20 +35,47 @@ class Board:
         return max(self.sram_bytes, self.psram_bytes)
 
 
-def _boards_dir() -> Path:
-    if BOARDS_DIR.is_dir():
-        return BOARDS_DIR
-    raise FileNotFoundError(f"board profiles not found at {BOARDS_DIR}")
+def board_dirs() -> list[Path]:
+    """Folders searched for `<name>.json`, first match wins: the user's ($TOOLKIT_BOARDS), then the bundled."""
+    user = [Path(d) for d in os.environ.get(BOARDS_ENV, "").split(os.pathsep) if d]
+    for d in user:
+        if not d.is_dir():
+            raise FileNotFoundError(f"board profiles folder {d} (from --boards-dir or ${BOARDS_ENV}) does not exist")
+    return user + [bundled_dir("boards")]
 
 
-def list_boards() -> list[Board]:
-    return [load_board(p.stem) for p in sorted(_boards_dir().glob("*.json"))]
+@contextlib.contextmanager
+def extra_boards_dir(folder):
+    """`toolkit --boards-dir DIR`: DIR searched first while the command runs (through $TOOLKIT_BOARDS, so
+    worker processes see it too)."""
+    before = os.environ.get(BOARDS_ENV)
+    os.environ[BOARDS_ENV] = os.pathsep.join([str(Path(folder).resolve())] + ([before] if before else []))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(BOARDS_ENV, None)
+        else:
+            os.environ[BOARDS_ENV] = before
+
+
+def board_files() -> dict[str, Path]:
+    """Board name -> the profile that defines it, sorted by name."""
+    found = {}
+    for d in reversed(board_dirs()):
+        found.update((p.stem, p) for p in d.glob("*.json"))
+    return dict(sorted(found.items()))
 
 
 def load_board(name: str) -> Board:
-    path = _boards_dir() / f"{name}.json"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in _boards_dir().glob("*.json")))
-        raise ValueError(f"unknown target '{name}'; known boards: {known}")
-    data = json.loads(path.read_text())
-    return Board(**data)
+    profiles = board_files()
+    if name not in profiles:
+        raise ValueError(f"unknown target '{name}'; known boards: {', '.join(profiles)}")
+    path = profiles[name]
+    try:
+        board = Board(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # bad JSON, unknown or missing fields
+        raise ValueError(f"board profile {path}: {exc}") from exc
+    if board.name != name:
+        raise ValueError(f"board profile {path}: its name is '{board.name}'; name the file {board.name}.json")
+    return board

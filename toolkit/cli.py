@@ -5,10 +5,12 @@ Stage modules are imported lazily (only the chosen verb's code loads torch / ten
 """
 
 import argparse
+import contextlib
 import importlib
 import sys
 
 from toolkit import __version__
+from toolkit.boards import extra_boards_dir
 from toolkit.errors import LibraryFailure
 
 # verb -> (module with register(), one-line help). The module is imported only when needed.
@@ -38,6 +40,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    _add_boards_dir(parser, default=None)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name, (module_name, help_text) in VERBS.items():
         if name != verb:
@@ -45,20 +48,38 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(module_name)
         module.register(sub)
+        # also after the verb; SUPPRESS keeps a value given before it
+        _add_boards_dir(sub.choices[name], default=argparse.SUPPRESS)
     return parser
+
+
+def _add_boards_dir(parser, default) -> None:
+    parser.add_argument("--boards-dir", metavar="DIR", default=default,
+                        help="your own board profiles (NAME.json), over the bundled ones and $TOOLKIT_BOARDS")
+
+
+def _verb(argv: list[str]) -> str | None:
+    """The first word that is neither an option nor the value of --boards-dir."""
+    words = iter(argv)
+    for a in words:
+        if a == "--boards-dir":
+            next(words, None)
+        elif not a.startswith("-"):
+            return a
+    return None
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verb = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(verb)
+    parser = build_parser(_verb(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if not argv else 2
     command = "toolkit " + " ".join(argv)
     try:
-        return int(args.func(args) or 0)
+        with extra_boards_dir(args.boards_dir) if args.boards_dir else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

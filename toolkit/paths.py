@@ -1,7 +1,19 @@
-"""Where the toolkit keeps its cache (downloaded models and sample photos)."""
+"""Where the toolkit finds the folders it ships (board profiles, firmware project) and keeps its cache."""
 
 import os
+from importlib.resources import files
 from pathlib import Path
+
+
+def bundled_dir(name: str) -> Path:
+    """A folder shipped with the toolkit: `boards` (the profiles) or `firmware` (the PlatformIO project).
+
+    Package data under `toolkit/bundled/` in the wheel; in a checkout `toolkit/bundled/` holds links to the
+    top-level folders, so both are found the same way. Read-only: copy before building or writing."""
+    path = files("toolkit") / "bundled" / name
+    if not (isinstance(path, Path) and path.is_dir()):
+        raise FileNotFoundError(f"the toolkit's bundled '{name}' folder is missing ({path}); reinstall the package")
+    return path
 
 
 def toolkit_home() -> Path:

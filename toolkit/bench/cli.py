@@ -59,7 +59,8 @@ def register(subparsers) -> None:
                    help="seconds allowed per inference (and, up to 30, per protocol command) before giving up")
     p.add_argument("--baud", type=int, default=115200, help="baud rate for --port")
     p.add_argument("--firmware-dir", default=None,
-                   help="firmware project to export into and build (default: the repository's firmware/)")
+                   help="firmware project to export into and build (default: the toolkit's build folder "
+                        "$TOOLKIT_HOME/firmware, a copy of the bundled project)")
     pp = p.add_argument_group("on-device pipeline (--pipeline; see toolkit/bench/pipeline.py)")
     pp.add_argument("--pipeline", action="store_true",
                     help="benchmark the whole anonymize_frame pipeline (pose -> face box -> student -> paste) "
@@ -83,10 +84,10 @@ def _resolve_models(args, fw_dir: Path, target: str) -> list[tuple[str, Path]]:
     """[(model name in the firmware, QDQ onnx for the reference)]: one per step network of a student."""
     model = Path(args.model)
     if model.exists():
-        return firmware.export_model(model, target, args.name, fw_dir=fw_dir)
+        return firmware.export_model(model, target, fw_dir, args.name)
     if "/" in args.model or args.model.endswith(".onnx"):
         raise FileNotFoundError(f"--model {args.model}: no such file or directory")
-    return firmware.resolve_exported(args.model, fw_dir=fw_dir)
+    return firmware.resolve_exported(args.model, fw_dir)
 
 
 @contextlib.contextmanager
@@ -99,7 +100,7 @@ def _open_device(args, fw_dir: Path, timeout: float):
             yield link, {"board": None, "port": args.port}
         return
     board = load_board(args.board)
-    program = pio.build(board.platformio_env, fw_dir=fw_dir)
+    program = pio.build(board.platformio_env, fw_dir)
     meta = {"board": board.name, "env": board.platformio_env, "program": str(program)}
     if board.qemu_machine:
         with transport.open_qemu(board.qemu_machine, program, timeout=timeout) as link:
@@ -131,9 +132,7 @@ def bench(args) -> dict:
 
     if args.runs < 1 or args.inputs < 1:
         raise ValueError("-n/--runs and --inputs must be at least 1")
-    fw_dir = Path(args.firmware_dir).resolve() if args.firmware_dir else pio.FIRMWARE_DIR
-    if args.firmware_dir and not (fw_dir / "platformio.ini").is_file():
-        firmware.copy_project(fw_dir)
+    fw_dir = firmware.project_dir(args.firmware_dir)
     target = getattr(args, "target", None) or args.board or "qemu-m7"
     units = [(name, onnx, _graph_for(onnx)) for name, onnx in _resolve_models(args, fw_dir, target)]
     per_infer_timeout = float(args.timeout)

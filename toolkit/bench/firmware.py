@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from toolkit.bench.pio import FIRMWARE_DIR
+from toolkit.paths import toolkit_home
 
 GENERATED_DIR = FIRMWARE_DIR / "generated"
 REGISTRY = GENERATED_DIR / "models.c"
@@ -78,7 +79,7 @@ def write_registry(generated: Path = GENERATED_DIR) -> list[str]:
     return names
 
 
-def export_model(model, target: str, name: str | None = None, fw_dir: Path = FIRMWARE_DIR) -> list[tuple[str, Path]]:
+def export_model(model, target: str, fw_dir: Path, name: str | None = None) -> list[tuple[str, Path]]:
     """`toolkit export` of a quantize run dir (every step network) or QDQ .onnx into generated/.
 
     Returns [(C model name, QDQ onnx)]. Skipped when generated/ already holds these networks from the same
@@ -100,7 +101,7 @@ def export_model(model, target: str, name: str | None = None, fw_dir: Path = FIR
     return wanted
 
 
-def resolve_exported(name: str, fw_dir: Path = FIRMWARE_DIR) -> list[tuple[str, Path]]:
+def resolve_exported(name: str, fw_dir: Path) -> list[tuple[str, Path]]:
     """[(model name, QDQ onnx it was exported from)] for `name` (one network, or `<name>_step*` of a student)."""
     generated = Path(fw_dir) / "generated"
     models = _manifest_models(generated)
@@ -137,6 +138,16 @@ def copy_project(dst: Path, src: Path = FIRMWARE_DIR) -> Path:
     return dst
 
 
+def project_dir(firmware_dir=None) -> Path:
+    """The firmware project `toolkit bench` exports into and builds, never the bundled one: `--firmware-dir`
+    (a copy is made there when it holds no project), else the toolkit's own build folder
+    `$TOOLKIT_HOME/firmware`, refreshed from the bundled project each time (exports and builds stay)."""
+    if firmware_dir:
+        fw_dir = Path(firmware_dir).resolve()
+        return fw_dir if (fw_dir / "platformio.ini").is_file() else copy_project(fw_dir)
+    return copy_project(toolkit_home() / "firmware")
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] == "registry":
@@ -145,7 +156,7 @@ def main(argv=None) -> int:
         return 0
     if argv[0] == "add" and len(argv) >= 2:
         target = argv[2] if len(argv) > 2 else "qemu-m7"
-        for name, _ in export_model(argv[1], target):
+        for name, _ in export_model(argv[1], target, FIRMWARE_DIR):
             print(f"exported {name} into {GENERATED_DIR}")
         return 0
     print(__doc__, file=sys.stderr)

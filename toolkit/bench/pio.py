@@ -2,10 +2,10 @@
 
 PlatformIO's own registry is unreachable here, but a build needs only SCons (a core package) and a
 platform. SCons comes from PyPI (`scons==4.11.1`, installed with the `bench` extra or downloaded as a
-wheel); the platform is `firmware/platforms/tinyml-local`, installed as a symlink. Idempotent.
+wheel); the platform is the bundled firmware project's `platforms/tinyml-local`, installed as a symlink.
+Idempotent.
 
     python -m toolkit.bench.pio setup       # what CI and `toolkit bench` call
-    python -m toolkit.bench.pio run -e qemu_m7
 """
 
 import json
@@ -17,8 +17,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE_DIR = REPO_ROOT / "firmware"
+from toolkit.paths import bundled_dir
+
+FIRMWARE_DIR = bundled_dir("firmware")  # read-only: builds run in a copy (toolkit.bench.firmware.project_dir)
 PLATFORM_DIR = FIRMWARE_DIR / "platforms" / "tinyml-local"
 SCONS_VERSION = "4.11.1"
 # PlatformIO names tool-scons versions 4.<4 digits of the SCons version>.0 (core requires ~4.41101.0).
@@ -120,8 +121,8 @@ def setup() -> None:
     install_platform()
 
 
-def run(args: list[str], capture: bool = False, timeout: float | None = 900,
-        fw_dir: Path = FIRMWARE_DIR) -> subprocess.CompletedProcess:
+def run(args: list[str], fw_dir: Path, capture: bool = False,
+        timeout: float | None = 900) -> subprocess.CompletedProcess:
     """`pio <args>` in the firmware project (after setup). Raises RuntimeError with the log tail on failure."""
     setup()
     proc = subprocess.run(
@@ -134,9 +135,9 @@ def run(args: list[str], capture: bool = False, timeout: float | None = 900,
     return proc
 
 
-def build(env_name: str, quiet: bool = True, fw_dir: Path = FIRMWARE_DIR) -> Path:
+def build(env_name: str, fw_dir: Path, quiet: bool = True) -> Path:
     """Builds firmware env `env_name`; returns the program (ELF for boards, executable for native)."""
-    run(["run", "-e", env_name] + (["-s"] if quiet else []), capture=quiet, fw_dir=Path(fw_dir))
+    run(["run", "-e", env_name] + (["-s"] if quiet else []), Path(fw_dir), capture=quiet)
     build_dir = Path(fw_dir) / ".pio" / "build" / env_name
     for name in ("program.elf", "program"):
         if (build_dir / name).is_file():
@@ -146,11 +147,12 @@ def build(env_name: str, quiet: bool = True, fw_dir: Path = FIRMWARE_DIR) -> Pat
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] == "setup":
-        setup()
-        print(f"PlatformIO offline setup done (core dir {core_dir()})")
-        return 0
-    return run(argv).returncode
+    if argv not in ([], ["setup"]):
+        print(__doc__, file=sys.stderr)
+        return 2
+    setup()
+    print(f"PlatformIO offline setup done (core dir {core_dir()})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from toolkit.bench import firmware, pio
+from toolkit.bench import firmware
 from toolkit.bench.protocol import Device, DeviceError, ProtocolError
 
 FIT_BOARDS = ("stm32h743", "esp32s3")
@@ -71,8 +71,8 @@ def _export(args, fw_dir: Path, target: str):
                           visible_peak=args.visible_peak)
     if args.port:  # the board already runs a firmware built with this pipeline: nothing to build here
         return pipe, None
-    pose_units = firmware.export_model(args.pose, target, POSE_NAME, fw_dir=fw_dir)
-    student_units = firmware.export_model(args.model, target, student_base, fw_dir=fw_dir)
+    pose_units = firmware.export_model(args.pose, target, fw_dir, POSE_NAME)
+    student_units = firmware.export_model(args.model, target, fw_dir, student_base)
     names = [n for n, _ in pose_units + student_units]
     if names != pipe.model_names:
         raise RuntimeError(f"exported {names}, the pipeline expects {pipe.model_names}")
@@ -112,9 +112,7 @@ def bench_pipeline(args) -> dict:
         raise ValueError("--frames must be at least 1")
     if not 0 <= args.seed <= 0xFFFFFFFF - args.frames:
         raise ValueError("--seed must be a 32-bit unsigned integer")
-    fw_dir = Path(args.firmware_dir).resolve() if args.firmware_dir else pio.FIRMWARE_DIR
-    if args.firmware_dir and not (fw_dir / "platformio.ini").is_file():
-        firmware.copy_project(fw_dir)
+    fw_dir = firmware.project_dir(args.firmware_dir)
     target = getattr(args, "target", None) or args.board or "qemu-m7"
     pipe, exported = _export(args, fw_dir, target)
     frames = F.real_frames(args.frames, pipe.frame_size)
