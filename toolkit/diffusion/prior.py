@@ -86,7 +86,8 @@ def _anchor_transform(src_kp, src_vis, dst_kp, dst_vis, size: int):
     src = (np.asarray(src_kp, np.float64)[both] * size - 0.5).astype(np.float32)
     dst = (np.asarray(dst_kp, np.float64)[both] * size - 0.5).astype(np.float32)
     if len(both) == 3:
-        area = abs(np.cross(dst[1] - dst[0], dst[2] - dst[0]))
+        (ax, ay), (bx, by) = dst[1] - dst[0], dst[2] - dst[0]
+        area = abs(ax * by - ay * bx)
         if area > 0.5:  # a degenerate (collinear) triangle would blow up the warp
             return cv2.getAffineTransform(src, dst)
         both, src, dst = both[1:], src[1:], dst[1:]  # the eyes alone
