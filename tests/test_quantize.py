@@ -218,7 +218,7 @@ def test_model_too_large_for_stm32f405_is_refused_before_training(tmp_path):
     assert "stm32f405" in msg and "budget 120.0 KiB" in msg  # 128 KiB SRAM minus 8 KiB reserve
     assert "activations with the input and output buffers need" in msg and "Largest layer" in msg
     assert calls == [1], "refused before calibration or fine-tuning"
-    # The same network is fine on the ESP32-S3 with 8 MB PSRAM.
+    # The same network is fine in the ESP32-S3's 4 MiB PSRAM pool.
     estimate = estimate_onnx_memory(tmp_path / "big" / "model_float.onnx")
     assert check_fit(estimate, load_board("esp32s3"))["fits"]
     assert estimate.peak_bytes > 120 * 1024
