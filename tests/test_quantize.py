@@ -114,7 +114,7 @@ def test_checkpoint_reloads_and_gives_the_same_outputs(quantized_student_run, tm
     # Fake quant in float (torch) vs int8 kernels (onnxruntime): values that land near a rounding boundary
     # round either way, so single output steps differ; nothing more.
     lsb = np.abs(y_torch - y_saved) / _output_scale(saved)
-    assert lsb.max() <= 3.01
+    assert lsb.max() <= 1 + 1e-4  # + float rounding of the division by the scale
     assert psnr(y_saved, y_torch, 2.0) > 45.0
 
 

@@ -150,7 +150,7 @@ def test_pipeline_refuses_a_misplaced_nose_and_covers_the_head(sensor_pipeline, 
             assert 256 * x0 <= got[k, 0] <= 256 * x1 and 256 * y0 <= got[k, 1] <= 256 * y1, (label, k)
             # the face region around the keypoint was regenerated, not passed through
             y, x = int(got[k, 1]) // 256, int(got[k, 0]) // 256
-            assert (out[y, x] != frame[y, x]).any() or info["known"].sum() < info["known"].size, (label, k)
+            assert (out[y, x] != frame[y, x]).any(), (label, k)
         neck = px.copy()
         neck[R.NOSE] = (px[R.L_SH] + px[R.R_SH]) / 2
         pipe = dataclasses.replace(sensor_pipeline, pose_graph=_pose_standin(sensor_pipeline, neck))
@@ -333,10 +333,11 @@ def test_pipeline_on_qemu_m7_is_bit_exact(quantized_pose_run, quantized_student_
     rows = res["results"]
     assert sum(r["person"] and r["frame_bit_exact"] and r["status_device"] == "ok" for r in rows) >= 2
     assert [r["status_device"] for r in rows if not r["person"]] == ["no_face"]
-    # per-stage timing: every stage measured, instructions under -icount, shares summing to one
+    # per-stage timing: every stage measured, shares summing to one
     names = [st["stage"] for st in s["stages"]]
     assert names == ["preprocess", "pose", "decode", "crop", "step0", "step1", "paste"]
-    assert all(st["mean"] > 0 and st["instructions"] == st["mean"] * 40 for st in s["stages"])
+    # (instructions = ticks x 40 under -icount: that ratio is measured by test_firmware's test_unit_tests_qemu)
+    assert all(st["mean"] > 0 for st in s["stages"])
     # shares of the mean ok frame; refused frames also count in the early stages' means (their decode stage
     # has the head gate but no face box), so the sum is 1 only up to a few hundred instructions
     assert math.isclose(sum(st["share"] for st in s["stages"]), 1.0, rel_tol=1e-4)
