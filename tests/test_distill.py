@@ -154,6 +154,15 @@ def test_print_budget_cli(capsys):
 # --- distillation on the tiny teacher -----------------------------------------------------------------
 
 
+def test_training_refuses_eval_only_options(tmp_path, capsys):
+    from toolkit.cli import main
+
+    for flag in (["--draws", "2"], ["--no-keypoints"]):
+        rc = main(["distill", "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "s"), *flag])
+        assert rc == 2 and "options of `toolkit distill eval" in capsys.readouterr().err, flag
+    assert not (tmp_path / "s").exists()
+
+
 def test_wrong_teacher_is_refused(tmp_path, fdf_dir, capsys):
     from toolkit.cli import main
 
