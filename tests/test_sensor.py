@@ -237,8 +237,8 @@ def test_bad_frames_are_refused(sensor_pipeline):
 
 def test_integer_student_follows_the_float_student(sensor_pipeline, sensor_frames, tiny_student_run):
     """Same crop, mask, keypoint maps and noise through the float student and the integer pipeline: the
-    generated pixels agree to int8 precision (measured ~1 level mean, <= 4 max), far closer than the float
-    student with other noise (~18 levels): the integer glue follows `sample_student`."""
+    generated pixels agree to int8 precision (measured 1.04 levels mean, 4 max), far closer than the float
+    student with other noise (over 3x further): the integer glue follows `sample_student`."""
     import torch
 
     from toolkit.distill.inpainter import load_student_inpainter, sample_student
@@ -255,7 +255,7 @@ def test_integer_student_follows_the_float_student(sensor_pipeline, sensor_frame
     ref = ((x0[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
     unknown = ~known
     err = np.abs(ref[unknown] - info["generated"][unknown].astype(np.float64))
-    assert err.mean() < 3.0 and err.max() <= 16, f"{label}: integer pipeline drifts from the float student " \
+    assert err.mean() < 2.0 and err.max() <= 6, f"{label}: integer pipeline drifts from the float student " \
         f"(mean {err.mean():.1f}, max {err.max():.0f} levels)"
     z2 = R.noise_q16(99, S * S * 3).reshape(S, S, 3) / 65536.0
     x0b, _ = sample_student(inp.student, inp.alphas, t(img / 127.5 - 1.0), t(known[..., None]), t(maps / 32768.0), t(z2))
