@@ -182,13 +182,6 @@ def evaluate(image_paths, specs, *, seed=0, fid=True, progress=True):
     return rows, summary, samples, errors
 
 
-def overlapping_intervals(summary: dict, key: str = "kid_faces_ci") -> list[tuple[str, str]]:
-    """Pairs of methods whose intervals overlap: at this number of faces the figure does not tell them apart."""
-    names = [n for n in summary if summary[n].get(key)]
-    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
-            if summary[a][key][0] <= summary[b][key][1] and summary[b][key][0] <= summary[a][key][1]]
-
-
 def summarize(rows, method_names):
     summary = {}
     for name in method_names:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.eval.evaluate import MIN_IDENTITY_FACE_PX, overlapping_intervals
+from toolkit.eval.evaluate import MIN_IDENTITY_FACE_PX
 from toolkit.images import save_rgb
 
 COLUMNS = [
@@ -58,9 +58,12 @@ def markdown_table(summary: dict) -> str:
 
 def kid_overlap_note(summary: dict) -> str:
     """Which methods' KID intervals overlap (the faces do not tell them apart), or that none do."""
-    pairs = overlapping_intervals(summary)
-    if not any(f.get("kid_faces_ci") for f in summary.values()):
+    ci = {name: f["kid_faces_ci"] for name, f in summary.items() if f.get("kid_faces_ci")}
+    if not ci:
         return ""
+    names = list(ci)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+             if ci[a][0] <= ci[b][1] and ci[b][0] <= ci[a][1]]
     if not pairs:
         return "KID: no two methods' 95% intervals overlap."
     return ("KID intervals overlap, so these faces do not tell the methods apart: "
