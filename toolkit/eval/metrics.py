@@ -141,27 +141,25 @@ def frechet_distance(feats1: np.ndarray, feats2: np.ndarray) -> float:
 
 def kernel_inception_distance(feats1: np.ndarray, feats2: np.ndarray, bootstrap: int = 1000, seed: int = 0,
                               level: float = 0.95) -> dict:
-    """KID (Binkowski et al. 2018): the unbiased MMD^2 between two feature sets with the cubic polynomial kernel
-    k(x, y) = (x.y / d + 1)^3; unlike FID its expectation does not depend on the number of images.
+    """KID (Binkowski et al. 2018): MMD^2 between two feature sets with the cubic polynomial kernel
+    k(x, y) = (x.y / d + 1)^3, estimated without bias at any number of images (unlike FID).
 
-    `feats1[i]` and `feats2[i]` belong to the same face, so the interval comes from resampling faces (pairs)
-    with replacement: percentile bootstrap, pairs of copies of one face left out of the within-set sums
-    (a face is not compared with itself). Returns {"kid", "ci": [lo, hi], "n"}.
+    `feats1[i]` and `feats2[i]` are the original and the anonymized crop of one face, which resemble each
+    other, so only pairs of distinct faces enter the estimate (the U-statistic of Gretton et al. 2012,
+    mean over i != j of k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(x_j, y_i)): a face compared with its
+    own original would bias KID down. The interval: percentile bootstrap over faces (pairs resampled
+    together; copies of one face count as the same face). Returns {"kid", "ci": [lo, hi], "n"}.
     """
     n = len(feats1)
     if n != len(feats2) or n < 2:
         raise ValueError("KID needs the same number (at least 2) of images on each side")
     d = feats1.shape[1]
-    k11, k22 = (feats1 @ feats1.T / d + 1) ** 3, (feats2 @ feats2.T / d + 1) ** 3
     k12 = (feats1 @ feats2.T / d + 1) ** 3
+    h = (feats1 @ feats1.T / d + 1) ** 3 + (feats2 @ feats2.T / d + 1) ** 3 - k12 - k12.T
 
     def mmd2(idx):
-        other = idx[:, None] != idx[None, :]  # distinct faces
-        pairs = other.sum()
-        if pairs == 0:
-            return np.nan
-        within = (k11[idx][:, idx][other].sum() + k22[idx][:, idx][other].sum()) / pairs
-        return float(within - 2 * k12[idx][:, idx].mean())
+        distinct = idx[:, None] != idx[None, :]
+        return float(h[idx][:, idx][distinct].mean()) if distinct.any() else np.nan
 
     rng = np.random.default_rng(seed)
     draws = np.array([mmd2(rng.integers(0, n, n)) for _ in range(bootstrap)])
