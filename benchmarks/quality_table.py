@@ -33,7 +33,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="teacher sampling steps (default: the run's)")
     ap.add_argument("--max-images", type=int, help="only the first N photos")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-fid", action="store_true", help="skip FID (loads an Inception network)")
+    ap.add_argument("--no-fid", action="store_true", help="skip KID and FID (loads an Inception network)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared, busy CPU)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args()
@@ -41,7 +41,7 @@ def main() -> int:
     import torch
 
     from toolkit.eval.evaluate import BASELINE_METHODS, evaluate, method_specs
-    from toolkit.eval.report import markdown_table
+    from toolkit.eval.report import kid_overlap_note, markdown_table
     from toolkit.images import list_images
 
     if args.threads:
@@ -72,6 +72,7 @@ def main() -> int:
     print(f"## Anonymization quality ({len(paths)} photos, {sum(s['faces'] for s in summary.values())} "
           f"method-faces, {seconds:.0f} s, {torch.get_num_threads()} torch thread(s))\n")
     print(markdown_table(summary))
+    print(kid_overlap_note(summary))
     for e in errors:
         print(f"\nproblem: {e}", file=sys.stderr)
     if args.json:

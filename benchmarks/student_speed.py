@@ -21,9 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# The astronaut's face in a 240 px square crop at (110, 20) of skimage.data.astronaut() (ENVIRONMENT.md points).
+from toolkit.assets import ASTRONAUT_KEYPOINTS  # noqa: E402
+
+# The astronaut's face in a 240 px square crop at (110, 20) of skimage.data.astronaut().
 _CROP = (110, 20, 350, 260)
-_POINTS = np.array([[223, 128], [249, 112], [205, 103], [268, 123], [190, 107], [306, 257], [113, 240]], float)
 _BOX = (170, 60, 290, 190)
 
 
@@ -37,7 +38,7 @@ def face_batch(size: int, batch: int):
     crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     side = x1 - x0
     image = torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1
-    kp = torch.from_numpy((_POINTS - [x0, y0]) / side).float()
+    kp = torch.from_numpy((ASTRONAUT_KEYPOINTS - [x0, y0]) / side).float()
     vis = ((kp >= 0) & (kp <= 1)).all(1)
     mask = torch.ones(1, size, size)
     bx0, by0, bx1, by1 = (int(round((v - o) / side * size)) for v, o in zip(_BOX, (x0, y0, x0, y0)))

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from toolkit.assets import ASTRONAUT_KEYPOINTS  # noqa: E402
+
 
 def astronaut_batch(size: int, batch: int, device):
     """`batch` real face crops (astronaut + shifted/mirrored variants) with face-box masks and keypoints."""
@@ -33,8 +35,7 @@ def astronaut_batch(size: int, batch: int, device):
     import skimage.data
 
     img = skimage.data.astronaut()
-    # Hand-measured keypoints of this photo (ENVIRONMENT.md), in pixels of the 512x512 image.
-    kp = np.array([[223, 128], [249, 112], [205, 103], [268, 123], [190, 107], [306, 257], [113, 240]], float)
+    kp = ASTRONAUT_KEYPOINTS
     images, masks, kps = [], [], []
     for i in range(batch):
         dx, dy = (i % 4) * 6 - 9, (i // 4 % 4) * 6 - 9

@@ -7,15 +7,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def bench_model(request):
-    """An int8 QDQ student to benchmark: the quantized student run when the quantize tests provide one
-    (`quantized_student_run`), else the export tests' student-shaped QDQ model quantized on real crops.
-    `TK_BENCH_MODEL=path` benchmarks that quantize run or QDQ .onnx instead."""
-    if os.environ.get("TK_BENCH_MODEL"):
-        return os.environ["TK_BENCH_MODEL"]
-    try:
-        return request.getfixturevalue("quantized_student_run")
-    except pytest.FixtureLookupError:
-        return request.getfixturevalue("export_models")["student"]
+    """The int8 QDQ student to benchmark: the quantized student run, or `TK_BENCH_MODEL=path` (a quantize run
+    or a QDQ .onnx)."""
+    return os.environ.get("TK_BENCH_MODEL") or request.getfixturevalue("quantized_student_run")
 
 
 @pytest.fixture(scope="session")

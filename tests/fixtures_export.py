@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# reference keypoints on astronaut.png (512 px), in FDF order (see ENVIRONMENT.md)
-ASTRONAUT_KEYPOINTS = np.array([(223, 128), (249, 112), (205, 103), (268, 123), (190, 107), (306, 257), (113, 240)],
-                               np.float32)
+from toolkit.assets import ASTRONAUT_KEYPOINTS
 
 
 def astronaut_crops(n: int, size: int = 32, seed: int = 0) -> list:
@@ -52,7 +50,7 @@ def student_inputs(n: int, size: int = 32, seed: int = 0) -> list:
         y0 = int(np.clip(150 - side / 2 + rng.normal(0, 20), 0, 512 - side))
         x0 = int(np.clip(215 - side / 2 + rng.normal(0, 20), 0, 512 - side))
         crop = resize(img[y0:y0 + side, x0:x0 + side], (size, size), anti_aliasing=True).transpose(2, 0, 1) * 2 - 1
-        pts = (ASTRONAUT_KEYPOINTS - [x0, y0]) * size / side
+        pts = (ASTRONAUT_KEYPOINTS.astype(np.float32) - [x0, y0]) * size / side
         mask = np.ones((1, size, size), np.float32)
         fx0, fy0 = pts[:5].min(0) - size * 0.08
         fx1, fy1 = pts[:5].max(0) + size * 0.08

@@ -69,6 +69,13 @@ def test_bench_unknown_model_name_is_clear(bench_firmware_dir, tmp_path, capsys)
     assert not (tmp_path / "x.json").exists()
 
 
+def test_pipeline_options_without_pipeline_are_refused(tmp_path, capsys):
+    rc = main(["bench", "--board", "native", "--model", "m", "--frames", "4", "--seed", "2",
+               "--out", str(tmp_path / "x.json")])
+    assert rc == 2 and "--frames, --seed only apply with --pipeline" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_bench_missing_port_is_clear(bench_model, bench_firmware_dir, tmp_path, capsys):
     rc = main(["bench", "--port", "/dev/ttyNOSUCH9", "--model", str(bench_model), "--name", "bench_student",
                "--out", str(tmp_path / "x.json"), "--firmware-dir", str(bench_firmware_dir)])

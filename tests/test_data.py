@@ -19,11 +19,10 @@ from toolkit.data.crop import (
     from_crop_coords,
     to_crop_coords,
 )
+from toolkit.assets import ASTRONAUT_KEYPOINTS
 from toolkit.data.fdf import FDFDataset, keypoint_maps
 from toolkit.keypoints import FLIP_PERMUTATION
 
-# Reference keypoints of skimage's astronaut (ENVIRONMENT.md), COCO order, pixels of the 512x512 photo.
-ASTRONAUT_KP = np.array([[223, 128], [249, 112], [205, 103], [268, 123], [190, 107], [306, 257], [113, 240]], float)
 ASTRONAUT_FACE = (175.0, 60.0, 290.0, 190.0)
 
 
@@ -56,13 +55,13 @@ def test_crop_and_resize_real_photo_keypoints_land_on_the_same_pixels():
     crop, valid = crop_and_resize(image, box, side)
     assert valid.all()
     np.testing.assert_array_equal(crop, image[box[1] : box[3], box[0] : box[2]])
-    kp = to_crop_coords(ASTRONAUT_KP, box, side)
-    np.testing.assert_allclose(from_crop_coords(kp, box, side), ASTRONAUT_KP, atol=1e-9)
-    for (x, y), (cx, cy) in zip(ASTRONAUT_KP.astype(int), kp.astype(int)):
+    kp = to_crop_coords(ASTRONAUT_KEYPOINTS, box, side)
+    np.testing.assert_allclose(from_crop_coords(kp, box, side), ASTRONAUT_KEYPOINTS, atol=1e-9)
+    for (x, y), (cx, cy) in zip(ASTRONAUT_KEYPOINTS.astype(int), kp.astype(int)):
         np.testing.assert_array_equal(crop[cy, cx], image[y, x])
     # Resized: the colour under each keypoint stays close to the photo's (smooth regions blur a little).
     small, _ = crop_and_resize(image, box, 64)
-    kp64 = to_crop_coords(ASTRONAUT_KP[:1], box, 64)[0].astype(int)
+    kp64 = to_crop_coords(ASTRONAUT_KEYPOINTS[:1], box, 64)[0].astype(int)
     assert np.abs(small[kp64[1], kp64[0]].astype(int) - image[128, 223].astype(int)).max() < 40
 
 
@@ -401,7 +400,7 @@ def test_build_skips_bad_files_and_photos_without_faces(photo_dir, tmp_path, cap
     idx = json.loads((out / split / "faces.json").read_text()).index(astro)
     lm = np.load(out / split / "landmarks.npy")[idx]
     back = from_crop_coords(lm[:5] * 64, astro["crop_box"], 64)
-    assert np.abs(back - ASTRONAUT_KP[:5]).max() < 12
+    assert np.abs(back - ASTRONAUT_KEYPOINTS[:5]).max() < 12
     for split in ("train", "val"):
         FDFDataset(out, split, flip=True)[0]
 

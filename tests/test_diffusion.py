@@ -285,3 +285,12 @@ def test_sample_cli(tiny_teacher_run, fdf_dir, tmp_path, capsys):
     assert main(argv) == 2 and "not empty" in capsys.readouterr().err
     assert main(["sample", "--model", str(fdf_dir), "--data", str(fdf_dir), "--out", str(tmp_path / "o2")]) == 2
     assert "'dataset' artifact" in capsys.readouterr().err
+
+
+def test_sample_cli_refuses_teacher_options_for_a_student(tiny_student_run, fdf_dir, tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["sample", "--model", str(tiny_student_run), "--data", str(fdf_dir), "--out", str(out), "--split", "train",
+            "-n", "2"]
+    assert main(argv + ["--batch-size", "1"]) == 2
+    assert "teacher options" in capsys.readouterr().err and not out.exists()
+    assert main(argv) == 0 and len(list((out / "images").iterdir())) == 2

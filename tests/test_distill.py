@@ -154,6 +154,15 @@ def test_print_budget_cli(capsys):
 # --- distillation on the tiny teacher -----------------------------------------------------------------
 
 
+def test_training_refuses_eval_only_options(tmp_path, capsys):
+    from toolkit.cli import main
+
+    for flag in (["--draws", "2"], ["--no-keypoints"]):
+        rc = main(["distill", "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "s"), *flag])
+        assert rc == 2 and "options of `toolkit distill eval" in capsys.readouterr().err, flag
+    assert not (tmp_path / "s").exists()
+
+
 def test_wrong_teacher_is_refused(tmp_path, fdf_dir, capsys):
     from toolkit.cli import main
 
@@ -291,7 +300,10 @@ def test_eval_command_compares_students_and_stores_metrics(tmp_path, tiny_studen
     # Keypoint adherence for the real crops (the probe's floor), the teacher and each student; time per face.
     for row in (result["real"], result["mean_face"], result["noise_control"], result["teacher"],
                 *result["students"].values()):
-        assert 0 <= row["kp_nme"] < 5 and 0 <= row["kp_pck@0.2"] <= 1, row
+        # within half a face-box side on average (measured 0.10-0.14 here; a probe reading the crop's corner
+        # gives ~1), and NME agrees with PCK: each point beyond 0.2 box sides adds at least 0.2 to the mean
+        assert 0 <= row["kp_nme"] < 0.5 and 0 <= row["kp_pck@0.2"] <= 1, row
+        assert row["kp_nme"] >= 0.2 * (1 - row["kp_pck@0.2"]) - 1e-3, row
     for row in (result["teacher"], *result["students"].values()):
         assert row["sec_per_face"] > 0
     assert result["teacher"]["steps"] == 8

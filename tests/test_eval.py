@@ -35,6 +35,12 @@ def test_eval_reports_sane_figures_per_method(tmp_path, eval_images, tiny_teache
     assert summary["ddpm"]["psnr_outside_mean"] == float("inf")
     assert summary["ddpm"]["ssim_outside_mean"] == pytest.approx(1.0, abs=1e-9)
     assert summary["mask"]["psnr_outside_mean"] == float("inf")
+    # KID on the same faces, with a bootstrap interval: a light blur is closer to the originals than a mask
+    for name in ("ddpm", "blur", "mask"):
+        f = summary[name]
+        assert f["realism_faces"] == f["faces"] and f["kid_faces_ci"][0] <= f["kid_faces_ci"][1], f
+    assert summary["blur"]["kid_faces"] < summary["mask"]["kid_faces"]
+    assert "KID" in (out / "report.md").read_text()
     for name in ("report.md", "report.html", "faces.csv", "identity_distance_mean.png"):
         assert (out / name).stat().st_size > 0
     assert len(list((out / "grids").glob("*.png"))) == 3

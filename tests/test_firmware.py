@@ -123,3 +123,36 @@ def test_repository_registry_matches_generated_folder():
     """firmware/generated/models.c is exactly what the toolkit writes for the exports checked in."""
     gen = firmware.GENERATED_DIR
     assert (gen / "models.c").read_text() == firmware.registry_source(firmware.exported_models(gen))
+
+
+def test_esp32s3_budget_is_the_pool_the_port_allocates():
+    """The fit check gives a model the pool the ESP32-S3 port allocates (boards/esp32s3.json's pool_bytes,
+    the define the build script hands the port), not the board's 8 MB of PSRAM."""
+    from toolkit.boards import load_board
+    from toolkit.deploy.fit import RAM_RESERVE, LayerMemory, MemoryEstimate, budgets, check_fit
+
+    class _Env:  # the part of PlatformIO's SCons environment the build script uses
+        def __init__(self):
+            self.defines = []
+
+        def GetProjectOption(self, name):
+            return {"custom_board_profile": "esp32s3"}[name]
+
+        def subst(self, s):
+            return str(pio.FIRMWARE_DIR) if s == "$PROJECT_DIR" else s
+
+        def Append(self, CPPDEFINES):
+            self.defines += CPPDEFINES
+
+    env = _Env()
+    script = pio.FIRMWARE_DIR / "tools" / "pio_board_pool.py"
+    exec(compile(script.read_text(), str(script), "exec"), {"Import": lambda _: None, "env": env})
+    board = load_board("esp32s3")
+    assert env.defines == [("TH_POOL_BYTES", board.pool_bytes)] and board.pool_bytes < board.psram_bytes
+    port = (pio.FIRMWARE_DIR / "src" / "port" / "port_esp32s3.cpp").read_text()
+    assert "pool_size = TH_POOL_BYTES;" in port and "#define TH_POOL_BYTES" not in port
+    assert budgets(board)["ram_bytes"] == board.pool_bytes - RAM_RESERVE
+    # a model needing 6 MiB of RAM does not fit the 4 MiB pool, whatever the PSRAM chip holds
+    layer = LayerMemory("conv", "conv", (1, 64, 64, 64), 1 << 18, 1 << 20)
+    with pytest.raises(ValueError, match="does not fit target 'esp32s3'"):
+        check_fit(MemoryEstimate(1 << 20, 6 << 20, layer, 1 << 12, 1 << 12, "test"), board)

@@ -114,7 +114,7 @@ def test_checkpoint_reloads_and_gives_the_same_outputs(quantized_student_run, tm
     # Fake quant in float (torch) vs int8 kernels (onnxruntime): values that land near a rounding boundary
     # round either way, so single output steps differ; nothing more.
     lsb = np.abs(y_torch - y_saved) / _output_scale(saved)
-    assert lsb.max() <= 3.01
+    assert lsb.max() <= 1 + 1e-4  # + float rounding of the division by the scale
     assert psnr(y_saved, y_torch, 2.0) > 45.0
 
 
@@ -218,7 +218,7 @@ def test_model_too_large_for_stm32f405_is_refused_before_training(tmp_path):
     assert "stm32f405" in msg and "budget 120.0 KiB" in msg  # 128 KiB SRAM minus 8 KiB reserve
     assert "activations with the input and output buffers need" in msg and "Largest layer" in msg
     assert calls == [1], "refused before calibration or fine-tuning"
-    # The same network is fine on the ESP32-S3 with 8 MB PSRAM.
+    # The same network is fine in the ESP32-S3's 4 MiB PSRAM pool.
     estimate = estimate_onnx_memory(tmp_path / "big" / "model_float.onnx")
     assert check_fit(estimate, load_board("esp32s3"))["fits"]
     assert estimate.peak_bytes > 120 * 1024

@@ -150,7 +150,7 @@ def test_pipeline_refuses_a_misplaced_nose_and_covers_the_head(sensor_pipeline, 
             assert 256 * x0 <= got[k, 0] <= 256 * x1 and 256 * y0 <= got[k, 1] <= 256 * y1, (label, k)
             # the face region around the keypoint was regenerated, not passed through
             y, x = int(got[k, 1]) // 256, int(got[k, 0]) // 256
-            assert (out[y, x] != frame[y, x]).any() or info["known"].sum() < info["known"].size, (label, k)
+            assert (out[y, x] != frame[y, x]).any(), (label, k)
         neck = px.copy()
         neck[R.NOSE] = (px[R.L_SH] + px[R.R_SH]) / 2
         pipe = dataclasses.replace(sensor_pipeline, pose_graph=_pose_standin(sensor_pipeline, neck))
@@ -237,8 +237,8 @@ def test_bad_frames_are_refused(sensor_pipeline):
 
 def test_integer_student_follows_the_float_student(sensor_pipeline, sensor_frames, tiny_student_run):
     """Same crop, mask, keypoint maps and noise through the float student and the integer pipeline: the
-    generated pixels agree to int8 precision (measured ~1 level mean, <= 4 max), far closer than the float
-    student with other noise (~18 levels): the integer glue follows `sample_student`."""
+    generated pixels agree to int8 precision (measured 1.04 levels mean, 4 max), far closer than the float
+    student with other noise (over 3x further): the integer glue follows `sample_student`."""
     import torch
 
     from toolkit.distill.inpainter import load_student_inpainter, sample_student
@@ -255,7 +255,7 @@ def test_integer_student_follows_the_float_student(sensor_pipeline, sensor_frame
     ref = ((x0[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
     unknown = ~known
     err = np.abs(ref[unknown] - info["generated"][unknown].astype(np.float64))
-    assert err.mean() < 3.0 and err.max() <= 16, f"{label}: integer pipeline drifts from the float student " \
+    assert err.mean() < 2.0 and err.max() <= 6, f"{label}: integer pipeline drifts from the float student " \
         f"(mean {err.mean():.1f}, max {err.max():.0f} levels)"
     z2 = R.noise_q16(99, S * S * 3).reshape(S, S, 3) / 65536.0
     x0b, _ = sample_student(inp.student, inp.alphas, t(img / 127.5 - 1.0), t(known[..., None]), t(maps / 32768.0), t(z2))
@@ -333,10 +333,11 @@ def test_pipeline_on_qemu_m7_is_bit_exact(quantized_pose_run, quantized_student_
     rows = res["results"]
     assert sum(r["person"] and r["frame_bit_exact"] and r["status_device"] == "ok" for r in rows) >= 2
     assert [r["status_device"] for r in rows if not r["person"]] == ["no_face"]
-    # per-stage timing: every stage measured, instructions under -icount, shares summing to one
+    # per-stage timing: every stage measured, shares summing to one
     names = [st["stage"] for st in s["stages"]]
     assert names == ["preprocess", "pose", "decode", "crop", "step0", "step1", "paste"]
-    assert all(st["mean"] > 0 and st["instructions"] == st["mean"] * 40 for st in s["stages"])
+    # (instructions = ticks x 40 under -icount: that ratio is measured by test_firmware's test_unit_tests_qemu)
+    assert all(st["mean"] > 0 for st in s["stages"])
     # shares of the mean ok frame; refused frames also count in the early stages' means (their decode stage
     # has the head gate but no face box), so the sum is 1 only up to a few hundred instructions
     assert math.isclose(sum(st["share"] for st in s["stages"]), 1.0, rel_tol=1e-4)

@@ -46,6 +46,14 @@ OPENCV_DOC_PACKAGE = "opencv-doc"
 # Frames of vtest.avi kept as sample photos (small pedestrians; a hard case for the detectors).
 VTEST_FRAMES = (0, 100, 200, 300, 400, 500, 600, 700)
 LFW_FACES = 100  # lfw_subset holds 100 faces followed by 100 non-faces; only the faces are kept
+# Keypoints of the astronaut photo (512x512 px, toolkit.keypoints order): the output of this toolkit's BlazePose
+# detector on the photo, recorded once. A regression reference for the detector, not ground truth: its left
+# eye sits 9 px under the pupil. What a person can see is ASTRONAUT_FACE_POINTS_BY_EYE.
+ASTRONAUT_KEYPOINTS = np.array([(223, 128), (249, 112), (205, 103), (268, 123), (190, 107), (306, 257), (113, 240)],
+                               np.float64)
+# Nose tip and the two pupil centres, read by eye on 10-20x enlarged crops of the photo with a 2-5 px grid
+# (within 2 px). The ears are under her hair and the shoulders under the suit: nobody can place those by eye.
+ASTRONAUT_FACE_POINTS_BY_EYE = np.array([(224, 127), (247, 103), (203, 102)], np.float64)
 
 
 @dataclass(frozen=True)

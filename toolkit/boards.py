@@ -24,15 +24,19 @@ class Board:
     clock_hz: int
     flash_bytes: int
     sram_bytes: int  # largest SRAM usable for the activation arena
-    psram_bytes: int = 0
+    psram_bytes: int = 0  # external PSRAM on the board (informative: the pool below is what a model gets)
+    # The pool the firmware port allocates for input, output and arena where it is not `sram_bytes` (the
+    # ESP32-S3 port takes 4 MiB of its PSRAM). Only source of that size: the port is built with it
+    # (firmware/tools/pio_board_pool.py).
+    pool_bytes: int | None = None
     qemu_machine: str | None = None
     platformio_env: str | None = None
     memory_regions: dict = field(default_factory=dict)
 
     @property
     def arena_budget_bytes(self) -> int:
-        """RAM the model arena may use: external PSRAM where present, else the SRAM budget."""
-        return max(self.sram_bytes, self.psram_bytes)
+        """RAM the firmware gives a model (input, output, arena): its pool."""
+        return self.pool_bytes if self.pool_bytes is not None else self.sram_bytes
 
 
 def board_dirs() -> list[Path]:

@@ -279,10 +279,11 @@ def _write_summary(out: Path, timings: dict, threads: int, size: str):
                   f"| {r['pck@0.2']:.3f} | {r['pck@0.1']:.3f} | {r['oks']:.3f} | {r['mean_error']:.3f} |"]
     evaluation = out / "eval" / "eval.json"
     if evaluation.exists():
-        from toolkit.eval.report import markdown_table
+        from toolkit.eval.report import kid_overlap_note, markdown_table
 
-        lines += ["", "## Evaluation (details, grids and plots: eval/report.html)", "",
-                  markdown_table(json.loads(evaluation.read_text())["summary"])]
+        summary = json.loads(evaluation.read_text())["summary"]
+        lines += ["", "## Evaluation (details, grids and plots: eval/report.html)", "", markdown_table(summary),
+                  "", kid_overlap_note(summary)]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 

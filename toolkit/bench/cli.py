@@ -66,8 +66,10 @@ def register(subparsers) -> None:
                     help="benchmark the whole anonymize_frame pipeline (pose -> face box -> student -> paste) "
                          "on real frames instead of one model; --model is the quantized student")
     pp.add_argument("--pose", default=None, help="quantized pose model run directory (with --pipeline)")
-    pp.add_argument("--frames", type=int, default=3, help="real frames to anonymize (plus one without a person)")
-    pp.add_argument("--seed", type=int, default=0, help="noise seed of the first frame (frame i uses seed + i)")
+    pp.add_argument("--frames", type=int, default=None,
+                    help="real frames to anonymize (plus one without a person; default 3)")
+    pp.add_argument("--seed", type=int, default=None,
+                    help="noise seed of the first frame (frame i uses seed + i; default 0)")
     pp.add_argument("--visible-peak", type=float, default=None,
                     help="heatmap peak (fraction of 1.0) at which a keypoint counts as seen (default: "
                          "toolkit.sensor.config.VISIBLE_PEAK)")
@@ -284,9 +286,12 @@ def run(args) -> int:
 
         if args.visible_peak is None:
             args.visible_peak = VISIBLE_PEAK
+        args.frames = 3 if args.frames is None else args.frames
+        args.seed = 0 if args.seed is None else args.seed
         return pipeline.run(args, out)
-    if getattr(args, "pose", None):
-        raise ValueError("--pose is only used with --pipeline")
+    given = [flag for flag in ("pose", "frames", "seed", "visible_peak") if getattr(args, flag, None) is not None]
+    if given:
+        raise ValueError(", ".join("--" + f.replace("_", "-") for f in given) + " only apply with --pipeline")
     result = bench(args)
     paths = write_outputs(result, out)
     s = result["summary"]

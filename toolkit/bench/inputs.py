@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolkit.assets import ASTRONAUT_KEYPOINTS
 from toolkit.keypoints import flip_keypoints
 
-# Reference keypoints of skimage's astronaut (512 px), COCO order (ENVIRONMENT.md): BlazePose on the photo.
-_ASTRONAUT_KP = np.array([[223, 128], [249, 112], [205, 103], [268, 123], [190, 107], [306, 257], [113, 240]],
-                         np.float64)
 # LFW crops are aligned faces filling the frame: eyes, nose and ears sit at this canonical layout (fractions
 # of the crop); the shoulders are below the frame (invisible).
 _LFW_KP = np.array([[0.50, 0.60], [0.66, 0.42], [0.34, 0.42], [0.90, 0.50], [0.10, 0.50], [np.nan, np.nan],
@@ -41,8 +39,8 @@ def real_photos(count: int) -> list[tuple[str, np.ndarray, np.ndarray, tuple]]:
 
     astro = np.ascontiguousarray(data.astronaut())
     w = astro.shape[1]
-    photos = [("astronaut", astro, _ASTRONAUT_KP, _face_box_from_keypoints(_ASTRONAUT_KP))]
-    flip_kp = flip_keypoints(_ASTRONAUT_KP, width=w)
+    photos = [("astronaut", astro, ASTRONAUT_KEYPOINTS, _face_box_from_keypoints(ASTRONAUT_KEYPOINTS))]
+    flip_kp = flip_keypoints(ASTRONAUT_KEYPOINTS, width=w)
     photos.append(("astronaut_mirrored", np.ascontiguousarray(astro[:, ::-1]), flip_kp,
                    _face_box_from_keypoints(flip_kp)))
     if count > len(photos):

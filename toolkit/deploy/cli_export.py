@@ -118,45 +118,24 @@ def _is_qdq(path: Path) -> bool:
 
 
 def check_fit(report: dict, target: str, total_weight_bytes: int | None = None) -> dict:
-    """Weights in flash and arena + I/O buffers in RAM of the board; raises ValueError naming budget and need.
+    """Weights in flash and arena + I/O buffers in RAM of the board (`toolkit.deploy.fit`, which also reserves
+    room for the firmware); raises ValueError naming budget and need.
 
     `total_weight_bytes`: flash of all networks exported together (the steps of a student), if more than this
-    one's. Uses the quantize stage's `toolkit.deploy.fit` (which also reserves room for the firmware) when
-    present."""
+    one's."""
     from toolkit.boards import load_board
+    from toolkit.deploy import fit
 
-    board = load_board(target)
-    io_bytes = _prod(report["input"]["shape"]) + _prod(report["output"]["shape"])
-    ram_need = report["arena_bytes"] + io_bytes
-    try:
-        from toolkit.deploy import fit
-    except ImportError:
-        fit = None
-    if fit is not None:
-        peak = report["peak_layer"]
-        layer = report["layers"][peak["index"]]
-        estimate = fit.MemoryEstimate(
-            weight_bytes=total_weight_bytes or report["weight_bytes"], peak_bytes=ram_need,
-            peak_layer=fit.LayerMemory(peak["name"], layer["kind"], tuple(layer["output"]["shape"]),
-                                       layer["output"]["bytes"], peak["live_bytes"]),
-            input_bytes=_prod(report["input"]["shape"]), output_bytes=_prod(report["output"]["shape"]),
-            method="codegen-arena-plan (arena + input + output buffers)")
-        return fit.check_fit(estimate, board, what=f"model '{report['name']}'")
-    flash_need = total_weight_bytes or report["weight_bytes"]
     peak = report["peak_layer"]
-    problems = []
-    if flash_need > board.flash_bytes:
-        biggest = max(report["layers"], key=lambda l: l["const_bytes"])
-        problems.append(f"constants need {flash_need} B of flash, {board.name} has {board.flash_bytes} B "
-                        f"(largest layer: '{biggest['name']}', {biggest['const_bytes']} B)")
-    if ram_need > board.arena_budget_bytes:
-        problems.append(f"activations need {ram_need} B of RAM (arena {report['arena_bytes']} B + input/output "
-                        f"{io_bytes} B), {board.name} has {board.arena_budget_bytes} B "
-                        f"(largest layer: '{peak['name']}' with {peak['live_bytes']} B live)")
-    if problems:
-        raise ValueError(f"model '{report['name']}' does not fit {board.name}: " + "; ".join(problems))
-    return {"target": board.name, "flash_budget": board.flash_bytes, "flash_need": flash_need,
-            "ram_budget": board.arena_budget_bytes, "ram_need": ram_need}
+    layer = report["layers"][peak["index"]]
+    in_bytes, out_bytes = _prod(report["input"]["shape"]), _prod(report["output"]["shape"])
+    estimate = fit.MemoryEstimate(
+        weight_bytes=total_weight_bytes or report["weight_bytes"],
+        peak_bytes=report["arena_bytes"] + in_bytes + out_bytes,
+        peak_layer=fit.LayerMemory(peak["name"], layer["kind"], tuple(layer["output"]["shape"]),
+                                   layer["output"]["bytes"], peak["live_bytes"]),
+        input_bytes=in_bytes, output_bytes=out_bytes, method="codegen-arena-plan (arena + input + output buffers)")
+    return fit.check_fit(estimate, load_board(target), what=f"model '{report['name']}'")
 
 
 def _prod(shape) -> int:

@@ -178,7 +178,7 @@ def budgets(board) -> dict:
     return {
         "flash_bytes": max(board.flash_bytes - FIRMWARE_FLASH_RESERVE, 0),
         "ram_bytes": max(board.arena_budget_bytes - RAM_RESERVE, 0),
-        "ram_region": "psram" if board.psram_bytes > board.sram_bytes else "sram",
+        "ram_region": "pool" if board.pool_bytes is not None else "sram",
     }
 
 

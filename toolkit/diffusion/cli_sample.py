@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--rg-weight", type=float, default=None, help="reconstruction guidance weight (0 = off)")
     p.add_argument("--no-repaint", action="store_true", help="no RePaint replacement of known pixels per step")
     p.add_argument("--seed", type=int, default=0, help="face i uses seed + i (default 0)")
-    p.add_argument("--batch-size", type=int, default=16, help="faces per model call")
+    p.add_argument("--batch-size", type=int, default=None, help="faces per model call (teacher; default 16)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     p.set_defaults(func=run)
 
@@ -68,15 +68,18 @@ def run(args) -> int:
                                   ("cfg_scale", args.cfg_scale), ("rg_weight", args.rg_weight)) if v is not None}
     if args.no_repaint:
         sampling["repaint"] = False
+    if not isinstance(model, TeacherInpainter) and (sampling or args.batch_size is not None):
+        raise ValueError("--scheduler, --steps, --cfg-scale, --rg-weight, --no-repaint and --batch-size are teacher "
+                         f"options; {args.model} is a student (its own fixed steps, guidance baked in)")
     t0 = time.time()
     if isinstance(model, TeacherInpainter):
         generated, info = model.inpaint(batch["image"], batch["mask"], batch["keypoints"], batch["visible"],
                                         seed=args.seed, return_info=True, progress=True,
-                                        max_batch=max(1, args.batch_size), **sampling)
+                                        max_batch=max(1, args.batch_size or 16), **sampling)
         errors = [float(e) for e in info["known_error"]]
     else:  # another stage's inpainter: only the plain contract, which returns pasted images
         generated = model.inpaint(batch["image"], batch["mask"], batch["keypoints"], batch["visible"],
-                                  seed=args.seed, **sampling)
+                                  seed=args.seed)
         errors = None
     seconds = time.time() - t0
 

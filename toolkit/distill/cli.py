@@ -68,7 +68,7 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--eval-faces", "--faces", dest="eval_faces", type=int, default=64,
                    help="held-out (val split) faces for the evaluation, as many as exist up to N (default 64)")
-    p.add_argument("--draws", type=int, default=1,
+    p.add_argument("--draws", type=int, default=None,
                    help="eval: noise draws per held-out face (more samples from few faces; default 1)")
     p.add_argument("--probe-iters", type=int,
                    help="training iterations of the keypoint probe (default: reuse the run's cached probe, "
@@ -103,6 +103,8 @@ def _eval(args) -> int:
 
     if not args.runs:
         raise ValueError("eval needs one or more student run directories")
+    if args.draws is None:
+        args.draws = 1
     if args.eval_faces < 1 or args.draws < 1:
         raise ValueError("--faces and --draws must be positive")
     if args.probe_iters is not None and args.probe_iters < 1:
@@ -123,6 +125,8 @@ def _train(args) -> int:
         raise ValueError(f"unexpected arguments: {' '.join(map(str, args.runs))} (train takes --teacher and --out)")
     if args.teacher is None or args.out is None:
         raise ValueError("training needs --teacher RUN and --out RUN (or use `toolkit distill info --preset P`)")
+    if args.draws is not None or args.no_keypoints:
+        raise ValueError("--draws and --no-keypoints are options of `toolkit distill eval RUN...`, not of training")
     if args.max_steps < 1 or args.batch_size < 1 or args.pairs_per_image < 1:
         raise ValueError("--max-steps, --batch-size and --pairs-per-image must be positive")
     manifest = distill(

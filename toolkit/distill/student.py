@@ -63,7 +63,7 @@ PRESETS = {
             "mcu32", 32, (20, 40, 64), (1, 1, 2),
             max_params=300_000, max_macs=60_000_000, target="Cortex-M4/M7, 32x32 faces",
         ),
-        # 64x64 faces on ESP32-S3 with 8 MB PSRAM: weights and activations may live in PSRAM.
+        # 64x64 faces on ESP32-S3: weights in flash, activations in its 4 MiB PSRAM pool.
         StudentPreset(
             "mcu64", 64, (16, 32, 64, 96), (1, 1, 1, 2),
             max_params=1_000_000, max_macs=250_000_000, target="ESP32-S3 + PSRAM, 64x64 faces",

@@ -28,13 +28,13 @@ def register(sub):
     p.add_argument("--blur-sigma", type=float, help="Gaussian sigma for method blur (default: scaled to the face)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    p.add_argument("--no-fid", action="store_true", help="skip FID (it loads an Inception network)")
+    p.add_argument("--no-fid", action="store_true", help="skip KID and FID (they load an Inception network)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from toolkit.eval.evaluate import evaluate, method_specs
-    from toolkit.eval.report import markdown_table, write_report
+    from toolkit.eval.report import kid_overlap_note, markdown_table, write_report
     from toolkit.images import list_images
 
     if not args.images.exists():
@@ -53,6 +53,8 @@ def run(args) -> int:
                 "teacher": args.teacher, "student": args.student, "quantized": args.quantized}
     write_report(args.out, rows, summary, samples, errors, settings)
     print(markdown_table(summary))
+    if note := kid_overlap_note(summary):
+        print(note)
     print(f"report: {args.out / 'report.html'}")
     for e in errors:
         print(f"problem: {e}")

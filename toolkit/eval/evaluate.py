@@ -3,7 +3,7 @@
 Per face (always at the ORIGINAL detection, so a method that destroys the face is not let off):
 identity distance, keypoint error of the pose detector on the anonymized image, SSIM/PSNR outside the
 expanded face box, generation time. Per method: share of faces still recognized (distance < 0.6), means,
-and FID between original and anonymized face crops.
+and KID (with a bootstrap interval) and FID between original and anonymized face crops.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def evaluate(image_paths, specs, *, seed=0, fid=True, progress=True):
     from toolkit.images import load_rgb
 
     rows, samples, errors = [], [], []
-    crops = {"original": []} | {s.name: [] for s in specs}
+    crops = {"original": []} | {s.name: {} for s in specs}  # method: {index of the original crop: crop}
     for spec in specs:
         _warm_up(spec)
     bar = tqdm(total=len(image_paths) * len(specs), desc="eval", unit="run", disable=not progress)
@@ -131,6 +131,7 @@ def evaluate(image_paths, specs, *, seed=0, fid=True, progress=True):
             bar.update(len(specs))
             continue
         sample = {"image": str(path), "original": image, "methods": {}}
+        first = len(crops["original"])
         for person in persons:
             crops["original"].append(_face_crop(image, person.face_box))
         for spec in specs:
@@ -149,7 +150,7 @@ def evaluate(image_paths, specs, *, seed=0, fid=True, progress=True):
             regions = [face.get("crop_box") or [float(v) for v in person.face_box]
                        for person, face in zip(persons, faces)]
             quality = metrics.outside_region_quality(image, out, regions)
-            for person, face in zip(persons, faces):
+            for k, (person, face) in enumerate(zip(persons, faces)):
                 box = [float(v) for v in person.face_box]
                 match = _match(box, found)
                 rows.append({
@@ -163,16 +164,21 @@ def evaluate(image_paths, specs, *, seed=0, fid=True, progress=True):
                     "time_per_face_s": face.get("time_s") if face.get("time_s") is not None
                     else elapsed / max(len(persons), 1),
                 })
-                crops[spec.name].append(_face_crop(out, person.face_box))
+                crops[spec.name][first + k] = _face_crop(out, person.face_box)
             bar.update(1)
         samples.append(sample)
     bar.close()
     summary = summarize(rows, [s.name for s in specs])
-    if fid:
-        scorer = metrics.FID()
+    if fid and len(crops["original"]) >= 2:
+        inception = metrics.FID()
+        reference = inception.features(crops["original"])
         for spec in specs:
-            if len(crops[spec.name]) >= 2 and len(crops["original"]) >= 2:
-                summary[spec.name]["fid_faces"] = scorer(crops["original"], crops[spec.name])
+            faces = sorted(crops[spec.name])  # the faces this method anonymized, paired with their originals
+            if len(faces) >= 2:
+                feats = inception.features([crops[spec.name][i] for i in faces])
+                kid = metrics.kernel_inception_distance(reference[faces], feats, seed=seed)
+                summary[spec.name].update(fid_faces=metrics.frechet_distance(reference[faces], feats),
+                                          kid_faces=kid["kid"], kid_faces_ci=kid["ci"], realism_faces=kid["n"])
     return rows, summary, samples, errors
 
 

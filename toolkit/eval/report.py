@@ -23,6 +23,8 @@ COLUMNS = [
     ("face_redetected_share_large", f"re-detected ≥ {MIN_IDENTITY_FACE_PX} px", "{:.0%}"),
     ("ssim_outside_mean", "SSIM outside", "{:.4f}"),
     ("psnr_outside_mean", "PSNR outside dB", "{:.1f}"),
+    ("realism_faces", "faces for KID/FID", "{:d}"),
+    ("kid_faces", "KID ×10³ [95% CI]", None),
     ("fid_faces", "FID (face crops)", "{:.1f}"),
     ("time_per_face_s", "s / face", "{:.3f}"),
 ]
@@ -40,13 +42,34 @@ def _json_default(value):
     return str(value) if isinstance(value, Path) else float(value)
 
 
+def _cell(figures: dict, key: str, pattern) -> str:
+    if key == "kid_faces" and figures.get(key) is not None:
+        lo, hi = figures["kid_faces_ci"]
+        return f"{1e3 * figures[key]:.1f} [{1e3 * lo:.1f}, {1e3 * hi:.1f}]"
+    return _fmt(figures.get(key), pattern)
+
+
 def markdown_table(summary: dict) -> str:
     lines = ["| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
     for method, figures in summary.items():
-        cells = [_fmt(figures.get(key), pattern) for key, _, pattern in COLUMNS]
+        cells = [_cell(figures, key, pattern) for key, _, pattern in COLUMNS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def kid_overlap_note(summary: dict) -> str:
+    """Which methods' KID intervals overlap (the faces do not tell them apart), or that none do."""
+    ci = {name: f["kid_faces_ci"] for name, f in summary.items() if f.get("kid_faces_ci")}
+    if not ci:
+        return ""
+    names = list(ci)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+             if ci[a][0] <= ci[b][1] and ci[b][0] <= ci[a][1]]
+    if not pairs:
+        return "KID: no two methods' 95% intervals overlap."
+    return ("KID intervals overlap, so these faces do not tell the methods apart: "
+            + ", ".join(f"{a} / {b}" for a, b in pairs) + ".")
 
 
 def _grid(sample, methods, size=192):
@@ -115,9 +138,9 @@ def write_report(out_dir, rows, summary, samples, errors, settings) -> dict:
            f"box (faces of at least {MIN_IDENTITY_FACE_PX} px only); keypoint error of the pose detector on the "
            "anonymized image vs the original, over all faces and over the faces identity is measured on (blur "
            "and pixelate leave faces of a few pixels nearly untouched, so all-face figures favour them); "
-           "SSIM/PSNR over "
-           "pixels outside the expanded face box; FID between original and anonymized face crops "
-           "(few images: compare methods, not absolute values)."), ""]
+           "SSIM/PSNR over pixels outside the expanded face box; KID (unbiased, x10³, 95% bootstrap interval "
+           "over faces) and FID (biased upward at few faces: compare methods at the same n, not absolute "
+           "values) between the original and the anonymized face crops."), "", kid_overlap_note(summary), ""]
     md += [f"![{p}]({p})" for p in plots] + [""]
     md += ["## Images (original | " + " | ".join(methods) + ")", ""]
     md += [f"![{html.escape(src)}]({name})" for src, name in grids]
@@ -130,8 +153,8 @@ def write_report(out_dir, rows, summary, samples, errors, settings) -> dict:
             + "".join(f"<th>{html.escape(t)}</th>" for _, t, _ in COLUMNS) + "</tr>"]
     for method, figures in summary.items():
         body.append(f"<tr><td>{html.escape(method)}</td>" + "".join(
-            f"<td>{html.escape(_fmt(figures.get(k), p))}</td>" for k, _, p in COLUMNS) + "</tr>")
-    body.append("</table>")
+            f"<td>{html.escape(_cell(figures, k, p))}</td>" for k, _, p in COLUMNS) + "</tr>")
+    body.append(f"</table><p>{html.escape(kid_overlap_note(summary))}</p>")
     body += [f'<img src="{p}">' for p in plots]
     body.append("<h2>Images: original | " + html.escape(" | ".join(methods)) + "</h2>")
     body += [f'<p>{html.escape(src)}<br><img src="{name}"></p>' for src, name in grids]

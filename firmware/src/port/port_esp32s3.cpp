@@ -9,8 +9,8 @@ extern "C" {
 #include "th_port.h"
 }
 
-#ifndef TH_ESP32_POOL_BYTES
-#define TH_ESP32_POOL_BYTES (4u * 1024u * 1024u)
+#ifndef TH_POOL_BYTES /* pool_bytes of boards/esp32s3.json, passed by tools/pio_board_pool.py */
+#error "TH_POOL_BYTES is not set: build with the esp32s3 env of platformio.ini"
 #endif
 
 static uint8_t *pool;
@@ -23,7 +23,7 @@ const char *th_board_name(void) { return "esp32s3"; }
 void th_init(void) {
     Serial.setRxBufferSize(2048);
     Serial.begin(115200);
-    pool_size = TH_ESP32_POOL_BYTES;
+    pool_size = TH_POOL_BYTES;
     pool = (uint8_t *)heap_caps_aligned_alloc(16, pool_size, MALLOC_CAP_SPIRAM | MALLOC_CAP_8BIT);
     for (; !pool && pool_size >= 4096; pool_size /= 2) /* no PSRAM: the largest internal block */
         pool = (uint8_t *)heap_caps_aligned_alloc(16, pool_size, MALLOC_CAP_8BIT);
