@@ -1,6 +1,4 @@
 /* Convolutions: general, 3x3, 1x1 and depthwise (see tk_kernels.h for the semantics). */
-#include <string.h>
-
 #include "tk_fixedpoint.h"
 #include "tk_kernels.h"
 #include "tk_simd.h"
@@ -15,14 +13,6 @@ int32_t tk_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32
     return tk_mbqm(x, multiplier, shift);
 }
 
-#if TK_USE_DSP
-/* GCC 12's arm_acle.h has no __ror; this pattern compiles to one ROR (often folded into SXTB16). */
-static inline uint32_t ror8(uint32_t v)
-{
-    return (v >> 8) | (v << 24);
-}
-#endif
-
 /* acc + sum((x[i] + in_offset) * w[i]) over n contiguous int8 pairs. */
 static inline int32_t dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t in_offset, int32_t acc)
 {
@@ -31,13 +21,11 @@ static inline int32_t dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_
      * to the input pairs by SXTAB16, then two dual multiply-accumulates */
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)in_offset << 16) | (uint32_t)(uint16_t)in_offset);
     for (; n >= 4; n -= 4) {
-        uint32_t xv, wv;
-        memcpy(&xv, x, 4);
-        memcpy(&wv, w, 4);
+        const uint32_t xv = tk_ld32(x), wv = tk_ld32(w);
         x += 4;
         w += 4;
         acc = __smlad(__sxtab16(off2, (int32_t)xv), __sxtb16((int32_t)wv), acc);
-        acc = __smlad(__sxtab16(off2, (int32_t)ror8(xv)), __sxtb16((int32_t)ror8(wv)), acc);
+        acc = __smlad(__sxtab16(off2, (int32_t)tk_ror8(xv)), __sxtb16((int32_t)tk_ror8(wv)), acc);
     }
 #endif
     for (; n > 0; --n) {
@@ -54,20 +42,17 @@ static inline void dot2_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, 
 #if TK_USE_DSP
     const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)in_offset << 16) | (uint32_t)(uint16_t)in_offset);
     for (; n >= 4; n -= 4) {
-        uint32_t xv, v0, v1;
+        const uint32_t xv = tk_ld32(x), v0 = tk_ld32(w0), v1 = tk_ld32(w1);
         int32_t x02, x13;
-        memcpy(&xv, x, 4);
-        memcpy(&v0, w0, 4);
-        memcpy(&v1, w1, 4);
         x += 4;
         w0 += 4;
         w1 += 4;
         x02 = __sxtab16(off2, (int32_t)xv);
-        x13 = __sxtab16(off2, (int32_t)ror8(xv));
+        x13 = __sxtab16(off2, (int32_t)tk_ror8(xv));
         a0 = __smlad(x02, __sxtb16((int32_t)v0), a0);
-        a0 = __smlad(x13, __sxtb16((int32_t)ror8(v0)), a0);
+        a0 = __smlad(x13, __sxtb16((int32_t)tk_ror8(v0)), a0);
         a1 = __smlad(x02, __sxtb16((int32_t)v1), a1);
-        a1 = __smlad(x13, __sxtb16((int32_t)ror8(v1)), a1);
+        a1 = __smlad(x13, __sxtb16((int32_t)tk_ror8(v1)), a1);
     }
 #endif
     for (; n > 0; --n) {
@@ -209,6 +194,179 @@ int tk_depthwise_conv2d_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *
                 }
                 acc = tk_mbqm(acc, p->multiplier[c], p->shift[c]) + p->out_zp;
                 *out++ = tk_clamp_s8(acc, p->act_min, p->act_max);
+            }
+        }
+    }
+    return TK_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Wide-weight convolution: the patch of two output pixels is expanded once to int16 with the input offset
+ * added (zeros where a tap falls in the padding, so borders need no special case), then 2 pixels x 4 output
+ * channels accumulate together from int16 weights that `toolkit export` laid out for this loop.
+ *
+ * Patch index v runs over [ky][kx][ic] (K = kh*kw*in_c values), padded with zeros to KP = K rounded up to 4.
+ * Scratch (TK_CONV_WIDE_SCRATCH bytes): int16 pairs (v = 2j, 2j+1) of the two pixels interleaved, word
+ * 2j + px holds pixel px's pair j, so one 8-byte load feeds both pixels. Weights: per block of 4 output
+ * channels, per pair j, the 4 channels' int16 pairs (out_c padded to 4 with zero channels). */
+
+static inline int32_t wide_patch_len(const tk_conv_params_t *p)
+{
+    return (p->kernel_h * p->kernel_w * p->in.c + 3) & ~3;
+}
+
+#define COL_AT(v) (((v) >> 1) * 4 + ((v) & 1)) /* int16 index of patch value v of pixel 0 (pixel 1: +2) */
+
+static void col_zero(int16_t *col, int32_t v, int32_t end)
+{
+    for (; v < end; ++v) {
+        col[COL_AT(v)] = 0;
+    }
+}
+
+/* patch values v .. v+n-1 of one pixel from n contiguous input bytes, offset added */
+static void col_copy(int16_t *col, int32_t v, const int8_t *x, int32_t n, int32_t in_offset)
+{
+    for (; n > 0 && (v & 1); --n, ++v) {
+        col[COL_AT(v)] = (int16_t)(*x++ + in_offset);
+    }
+#if TK_USE_DSP
+    {
+        /* 4 bytes -> 2 pairs: SXTAB16 gives bytes (0,2) and (1,3) offset, two PKH put them back in order */
+        const uint32_t off2 = ((uint32_t)(uint16_t)in_offset << 16) | (uint16_t)in_offset;
+        for (; n >= 4; n -= 4, v += 4, x += 4) {
+            const uint32_t b = tk_ld32(x);
+            const uint32_t even = (uint32_t)__sxtab16((int32_t)off2, (int32_t)b);
+            const uint32_t odd = (uint32_t)__sxtab16((int32_t)off2, (int32_t)tk_ror8(b));
+            tk_st32(col + COL_AT(v), (even & 0xFFFFu) | (odd << 16));
+            tk_st32(col + COL_AT(v) + 4, (even >> 16) | (odd & 0xFFFF0000u));
+        }
+    }
+#endif
+    for (; n > 0; --n, ++v) {
+        col[COL_AT(v)] = (int16_t)(*x++ + in_offset);
+    }
+}
+
+static void im2col_pixel(const tk_conv_params_t *p, const int8_t *in, int32_t pix, int16_t *col)
+{
+    const int32_t in_c = p->in.c, kw = p->kernel_w, row = kw * in_c;
+    const int32_t oy = pix / p->out.w, ox = pix - oy * p->out.w;
+    const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+    const int32_t kx_lo = ix0 < 0 ? -ix0 : 0;
+    const int32_t kx_hi = (p->in.w - ix0) < kw ? (p->in.w - ix0) : kw;
+    int32_t ky;
+    for (ky = 0; ky < p->kernel_h; ++ky) {
+        const int32_t iy = iy0 + ky, v0 = ky * row;
+        if (iy < 0 || iy >= p->in.h || kx_lo >= kx_hi) {
+            col_zero(col, v0, v0 + row);
+            continue;
+        }
+        col_zero(col, v0, v0 + kx_lo * in_c);
+        col_copy(col, v0 + kx_lo * in_c, in + (iy * p->in.w + ix0 + kx_lo) * in_c, (kx_hi - kx_lo) * in_c,
+                 -p->in_zp);
+        col_zero(col, v0 + kx_hi * in_c, v0 + row);
+    }
+}
+
+/* Outputs oc .. oc+nc-1 (nc <= 4) of pixels 0 (o0) and 1 (o1) from the patches in `col` and one block of
+ * weights. Plain scalars, not arrays, so the 8 accumulators stay in registers. */
+static inline void conv_block_2x4(const tk_conv_params_t *p, const int16_t *col, const int16_t *w, int32_t pairs,
+                                  int32_t oc, int32_t nc, int8_t *o0, int8_t *o1)
+{
+    const int32_t *bias = p->bias + oc;
+    int32_t a0 = bias[0], a1 = nc > 1 ? bias[1] : 0, a2 = nc > 2 ? bias[2] : 0, a3 = nc > 3 ? bias[3] : 0;
+    int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
+#if TK_USE_DSP && defined(__arm__) && defined(__OPTIMIZE__)
+    /* Per pair: one LDRD (the pair of both pixels), 4 weight words, 8 SMLAD; two pairs per turn (pairs is even).
+     * Written as assembly because it needs all 14 free registers (8 accumulators, 3 operands, 2 pointers, the
+     * count): GCC 12 spills accumulators in the C form and runs ~25% more instructions. */
+    uint32_t x0, x1, wv;
+    pairs >>= 1;
+#define TK_PAIR_2X4                                                                                            \
+    "ldrd %[x0], %[x1], [%[x]], #8\n\t"                                                                      \
+    "ldr %[wv], [%[w]], #4\n\t"                                                                               \
+    "smlad %[a0], %[x0], %[wv], %[a0]\n\t"                                                                    \
+    "smlad %[b0], %[x1], %[wv], %[b0]\n\t"                                                                    \
+    "ldr %[wv], [%[w]], #4\n\t"                                                                               \
+    "smlad %[a1], %[x0], %[wv], %[a1]\n\t"                                                                    \
+    "smlad %[b1], %[x1], %[wv], %[b1]\n\t"                                                                    \
+    "ldr %[wv], [%[w]], #4\n\t"                                                                               \
+    "smlad %[a2], %[x0], %[wv], %[a2]\n\t"                                                                    \
+    "smlad %[b2], %[x1], %[wv], %[b2]\n\t"                                                                    \
+    "ldr %[wv], [%[w]], #4\n\t"                                                                               \
+    "smlad %[a3], %[x0], %[wv], %[a3]\n\t"                                                                    \
+    "smlad %[b3], %[x1], %[wv], %[b3]\n\t"
+    __asm__("1:\n\t" TK_PAIR_2X4 TK_PAIR_2X4 "subs %[n], %[n], #1\n\t"
+            "bne 1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [b0] "+r"(b0), [b1] "+r"(b1),
+              [b2] "+r"(b2), [b3] "+r"(b3), [x] "+r"(col), [w] "+r"(w), [n] "+r"(pairs), [x0] "=&r"(x0),
+              [x1] "=&r"(x1), [wv] "=&r"(wv)
+            :
+            : "cc", "memory");
+#undef TK_PAIR_2X4
+#elif TK_USE_DSP
+    /* the same loop in C (host emulation of the DSP path, unoptimized builds) */
+    for (; pairs > 0; --pairs, col += 4, w += 8) {
+        const int32_t x0 = (int32_t)tk_ld32(col), x1 = (int32_t)tk_ld32(col + 2);
+        a0 = __smlad(x0, (int32_t)tk_ld32(w), a0);
+        b0 = __smlad(x1, (int32_t)tk_ld32(w), b0);
+        a1 = __smlad(x0, (int32_t)tk_ld32(w + 2), a1);
+        b1 = __smlad(x1, (int32_t)tk_ld32(w + 2), b1);
+        a2 = __smlad(x0, (int32_t)tk_ld32(w + 4), a2);
+        b2 = __smlad(x1, (int32_t)tk_ld32(w + 4), b2);
+        a3 = __smlad(x0, (int32_t)tk_ld32(w + 6), a3);
+        b3 = __smlad(x1, (int32_t)tk_ld32(w + 6), b3);
+    }
+#else
+    for (; pairs > 0; --pairs, col += 4, w += 8) {
+        a0 += col[0] * w[0] + col[1] * w[1];
+        b0 += col[2] * w[0] + col[3] * w[1];
+        a1 += col[0] * w[2] + col[1] * w[3];
+        b1 += col[2] * w[2] + col[3] * w[3];
+        a2 += col[0] * w[4] + col[1] * w[5];
+        b2 += col[2] * w[4] + col[3] * w[5];
+        a3 += col[0] * w[6] + col[1] * w[7];
+        b3 += col[2] * w[6] + col[3] * w[7];
+    }
+#endif
+    o0[oc] = requant_s8(p, oc, a0);
+    o1[oc] = requant_s8(p, oc, b0);
+    if (nc > 1) {
+        o0[oc + 1] = requant_s8(p, oc + 1, a1);
+        o1[oc + 1] = requant_s8(p, oc + 1, b1);
+    }
+    if (nc > 2) {
+        o0[oc + 2] = requant_s8(p, oc + 2, a2);
+        o1[oc + 2] = requant_s8(p, oc + 2, b2);
+    }
+    if (nc > 3) {
+        o0[oc + 3] = requant_s8(p, oc + 3, a3);
+        o1[oc + 3] = requant_s8(p, oc + 3, b3);
+    }
+}
+
+int tk_conv2d_wide_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *out, int16_t *scratch)
+{
+    int32_t pix, oc;
+    if (!p || !in || !out || !scratch || !p->weights_wide || !p->bias || !p->multiplier || !p->shift ||
+        p->in.h <= 0 || p->in.w <= 0 || p->in.c <= 0 || p->out.h <= 0 || p->out.w <= 0 || p->out.c <= 0 ||
+        p->stride_h <= 0 || p->stride_w <= 0 || p->kernel_h <= 0 || p->kernel_w <= 0) {
+        return TK_ERR_ARG;
+    }
+    {
+        const int32_t kp = wide_patch_len(p), n_pix = p->out.h * p->out.w, out_c = p->out.c;
+        col_zero(scratch, p->kernel_h * p->kernel_w * p->in.c, kp); /* the padding of the patch, both pixels */
+        col_zero(scratch + 2, p->kernel_h * p->kernel_w * p->in.c, kp);
+        for (pix = 0; pix < n_pix; pix += 2) {
+            /* an odd last pixel is computed twice, as both halves of the pair */
+            const int32_t pix1 = pix + 1 < n_pix ? pix + 1 : pix;
+            int8_t *o0 = out + pix * out_c, *o1 = out + pix1 * out_c;
+            im2col_pixel(p, in, pix, scratch);
+            im2col_pixel(p, in, pix1, scratch + 2);
+            for (oc = 0; oc < out_c; oc += 4) {
+                conv_block_2x4(p, scratch, p->weights_wide + oc * kp, kp / 2, oc, out_c - oc < 4 ? out_c - oc : 4,
+                               o0, o1);
             }
         }
     }
