@@ -68,12 +68,15 @@ def wide_patch_len(op) -> int:
 
 def wide_weights(op) -> np.ndarray:
     """int16 weights in tk_conv2d_wide_s8's loop order: per block of 4 output channels, per pair of patch
-    values, the 4 channels' pairs (output channels and patch padded with zeros)."""
+    values, the 4 channels' pairs (output channels and patch padded with zeros; each group of 4 patch values
+    paired as (0, 2), (1, 3), as the kernel's im2col stores them)."""
     w = op.params["weights"].reshape(op.params["weights"].shape[0], -1).astype(np.int16)
     out_c, k = w.shape
-    padded = np.zeros((-(-out_c // 4) * 4, wide_patch_len(op)), np.int16)
+    kp = wide_patch_len(op)
+    padded = np.zeros((-(-out_c // 4) * 4, kp), np.int16)
     padded[:out_c, :k] = w
-    return padded.reshape(-1, 4, padded.shape[1] // 2, 2).transpose(0, 2, 1, 3).reshape(-1)
+    padded = padded[:, np.arange(kp).reshape(-1, 2, 2).transpose(0, 2, 1).reshape(-1)]  # 0,2,1,3 per group
+    return padded.reshape(-1, 4, kp // 2, 2).transpose(0, 2, 1, 3).reshape(-1)
 
 
 def scratch_name(i: int) -> str:

@@ -206,16 +206,19 @@ int tk_depthwise_conv2d_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *
  * channels accumulate together from int16 weights that `toolkit export` laid out for this loop.
  *
  * Patch index v runs over [ky][kx][ic] (K = kh*kw*in_c values), padded with zeros to KP = K rounded up to 4.
- * Scratch (TK_CONV_WIDE_SCRATCH bytes): int16 pairs (v = 2j, 2j+1) of the two pixels interleaved, word
- * 2j + px holds pixel px's pair j, so one 8-byte load feeds both pixels. Weights: per block of 4 output
- * channels, per pair j, the 4 channels' int16 pairs (out_c padded to 4 with zero channels). */
+ * Each aligned group of 4 values is stored as the pairs (0, 2) and (1, 3), the order SXTAB16 extracts them
+ * from a word, so no repacking is needed; the weights are laid out the same way. Scratch
+ * (TK_CONV_WIDE_SCRATCH bytes): the pairs of the two pixels interleaved, word 2j + px holds pixel px's
+ * pair j, so one 8-byte load feeds both pixels. Weights: per block of 4 output channels, per pair j, the 4
+ * channels' int16 pairs (out_c padded to 4 with zero channels). */
 
 static inline int32_t wide_patch_len(const tk_conv_params_t *p)
 {
     return (p->kernel_h * p->kernel_w * p->in.c + 3) & ~3;
 }
 
-#define COL_AT(v) (((v) >> 1) * 4 + ((v) & 1)) /* int16 index of patch value v of pixel 0 (pixel 1: +2) */
+/* int16 index of patch value v of pixel 0 (pixel 1: +2): pair 2*(v/4) + v%2, half (v/2)%2 */
+#define COL_AT(v) ((((v) >> 2) * 2 + ((v) & 1)) * 4 + (((v) >> 1) & 1))
 
 static void col_zero(int16_t *col, int32_t v, int32_t end)
 {
@@ -224,22 +227,43 @@ static void col_zero(int16_t *col, int32_t v, int32_t end)
     }
 }
 
+#if TK_USE_DSP
+/* bytes 1 and 3 of b sign-extended and added to the halves of off2 (SXTAB16 with its rotation folded in) */
+static inline uint32_t sxtab16_ror8(int32_t off2, uint32_t b)
+{
+#if defined(__arm__)
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(off2), "r"(b));
+    return r;
+#else
+    return (uint32_t)__sxtab16(off2, (int32_t)tk_ror8(b));
+#endif
+}
+#endif
+
 /* patch values v .. v+n-1 of one pixel from n contiguous input bytes, offset added */
 static void col_copy(int16_t *col, int32_t v, const int8_t *x, int32_t n, int32_t in_offset)
 {
-    for (; n > 0 && (v & 1); --n, ++v) {
+    for (; n > 0 && (v & 3); --n, ++v) {
         col[COL_AT(v)] = (int16_t)(*x++ + in_offset);
     }
 #if TK_USE_DSP
     {
-        /* 4 bytes -> 2 pairs: SXTAB16 gives bytes (0,2) and (1,3) offset, two PKH put them back in order */
-        const uint32_t off2 = ((uint32_t)(uint16_t)in_offset << 16) | (uint16_t)in_offset;
-        for (; n >= 4; n -= 4, v += 4, x += 4) {
+        /* 4 bytes -> pairs (0, 2) and (1, 3) with the offset added, by two SXTAB16; 8 bytes per turn */
+        const int32_t off2 = (int32_t)(((uint32_t)(uint16_t)in_offset << 16) | (uint16_t)in_offset);
+        int16_t *dst = col + COL_AT(v);
+        for (; n >= 8; n -= 8, v += 8, x += 8, dst += 16) {
+            const uint32_t b0 = tk_ld32(x), b1 = tk_ld32(x + 4);
+            tk_st32(dst, (uint32_t)__sxtab16(off2, (int32_t)b0));
+            tk_st32(dst + 4, sxtab16_ror8(off2, b0));
+            tk_st32(dst + 8, (uint32_t)__sxtab16(off2, (int32_t)b1));
+            tk_st32(dst + 12, sxtab16_ror8(off2, b1));
+        }
+        if (n >= 4) {
             const uint32_t b = tk_ld32(x);
-            const uint32_t even = (uint32_t)__sxtab16((int32_t)off2, (int32_t)b);
-            const uint32_t odd = (uint32_t)__sxtab16((int32_t)off2, (int32_t)tk_ror8(b));
-            tk_st32(col + COL_AT(v), (even & 0xFFFFu) | (odd << 16));
-            tk_st32(col + COL_AT(v) + 4, (even >> 16) | (odd & 0xFFFF0000u));
+            tk_st32(dst, (uint32_t)__sxtab16(off2, (int32_t)b));
+            tk_st32(dst + 4, sxtab16_ror8(off2, b));
+            n -= 4, v += 4, x += 4;
         }
     }
 #endif
@@ -269,40 +293,61 @@ static void im2col_pixel(const tk_conv_params_t *p, const int8_t *in, int32_t pi
     }
 }
 
+/* The requantization constants, copied out of the params once: the int8 output stores may alias anything, so
+ * the compiler would reload them from the params after every store. */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t out_zp, act_min, act_max;
+} requant_t;
+
+static inline int8_t requant_out(requant_t q, int32_t oc, int32_t acc)
+{
+    return tk_clamp_s8(tk_mbqm(acc, q.multiplier[oc], q.shift[oc]) + q.out_zp, q.act_min, q.act_max);
+}
+
 /* Outputs oc .. oc+nc-1 (nc <= 4) of pixels 0 (o0) and 1 (o1) from the patches in `col` and one block of
  * weights. Plain scalars, not arrays, so the 8 accumulators stay in registers. */
-static inline void conv_block_2x4(const tk_conv_params_t *p, const int16_t *col, const int16_t *w, int32_t pairs,
-                                  int32_t oc, int32_t nc, int8_t *o0, int8_t *o1)
+static inline void conv_block_2x4(requant_t q, const int16_t *col, const int16_t *w, int32_t pairs, int32_t oc,
+                                  int32_t nc, int8_t *o0, int8_t *o1)
 {
-    const int32_t *bias = p->bias + oc;
+    const int32_t *bias = q.bias + oc;
     int32_t a0 = bias[0], a1 = nc > 1 ? bias[1] : 0, a2 = nc > 2 ? bias[2] : 0, a3 = nc > 3 ? bias[3] : 0;
     int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
 #if TK_USE_DSP && defined(__arm__) && defined(__OPTIMIZE__)
-    /* Per pair: one LDRD (the pair of both pixels), 4 weight words, 8 SMLAD; two pairs per turn (pairs is even).
-     * Written as assembly because it needs all 14 free registers (8 accumulators, 3 operands, 2 pointers, the
-     * count): GCC 12 spills accumulators in the C form and runs ~25% more instructions. */
-    uint32_t x0, x1, wv;
-    pairs >>= 1;
+    /* Four pairs per turn (two first when pairs % 4 == 2; pairs is even): per pair one LDRD of both pixels'
+     * values, two LDRD of the 4 channels' weights, 8 SMLAD. Assembly because it needs all 14 free registers
+     * (8 accumulators, 4 operands, 2 pointers; the end pointer is read from the stack): GCC 12 spills
+     * accumulators in the C form. */
+    const int16_t *const col_end = col + 4 * pairs;
+    const int32_t two_first = pairs & 2;
+    uint32_t x0, x1, wa, wb;
 #define TK_PAIR_2X4                                                                                            \
     "ldrd %[x0], %[x1], [%[x]], #8\n\t"                                                                      \
-    "ldr %[wv], [%[w]], #4\n\t"                                                                               \
-    "smlad %[a0], %[x0], %[wv], %[a0]\n\t"                                                                    \
-    "smlad %[b0], %[x1], %[wv], %[b0]\n\t"                                                                    \
-    "ldr %[wv], [%[w]], #4\n\t"                                                                               \
-    "smlad %[a1], %[x0], %[wv], %[a1]\n\t"                                                                    \
-    "smlad %[b1], %[x1], %[wv], %[b1]\n\t"                                                                    \
-    "ldr %[wv], [%[w]], #4\n\t"                                                                               \
-    "smlad %[a2], %[x0], %[wv], %[a2]\n\t"                                                                    \
-    "smlad %[b2], %[x1], %[wv], %[b2]\n\t"                                                                    \
-    "ldr %[wv], [%[w]], #4\n\t"                                                                               \
-    "smlad %[a3], %[x0], %[wv], %[a3]\n\t"                                                                    \
-    "smlad %[b3], %[x1], %[wv], %[b3]\n\t"
-    __asm__("1:\n\t" TK_PAIR_2X4 TK_PAIR_2X4 "subs %[n], %[n], #1\n\t"
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"                                                                      \
+    "smlad %[a0], %[x0], %[wa], %[a0]\n\t"                                                                    \
+    "smlad %[b0], %[x1], %[wa], %[b0]\n\t"                                                                    \
+    "smlad %[a1], %[x0], %[wb], %[a1]\n\t"                                                                    \
+    "smlad %[b1], %[x1], %[wb], %[b1]\n\t"                                                                    \
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"                                                                      \
+    "smlad %[a2], %[x0], %[wa], %[a2]\n\t"                                                                    \
+    "smlad %[b2], %[x1], %[wa], %[b2]\n\t"                                                                    \
+    "smlad %[a3], %[x0], %[wb], %[a3]\n\t"                                                                    \
+    "smlad %[b3], %[x1], %[wb], %[b3]\n\t"
+    __asm__("ldr %[wa], %[two_first]\n\t"
+            "cmp %[wa], #0\n\t"
+            "beq 1f\n\t" TK_PAIR_2X4 TK_PAIR_2X4
+            "ldr %[wa], %[end]\n\t"
+            "cmp %[x], %[wa]\n\t"
+            "beq 2f\n\t"
+            "1:\n\t" TK_PAIR_2X4 TK_PAIR_2X4 TK_PAIR_2X4 TK_PAIR_2X4
+            "ldr %[wa], %[end]\n\t"
+            "cmp %[x], %[wa]\n\t"
             "bne 1b\n\t"
+            "2:\n\t"
             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [b0] "+r"(b0), [b1] "+r"(b1),
-              [b2] "+r"(b2), [b3] "+r"(b3), [x] "+r"(col), [w] "+r"(w), [n] "+r"(pairs), [x0] "=&r"(x0),
-              [x1] "=&r"(x1), [wv] "=&r"(wv)
-            :
+              [b2] "+r"(b2), [b3] "+r"(b3), [x] "+r"(col), [w] "+r"(w), [x0] "=&r"(x0), [x1] "=&r"(x1),
+              [wa] "=&r"(wa), [wb] "=&r"(wb)
+            : [end] "m"(col_end), [two_first] "m"(two_first)
             : "cc", "memory");
 #undef TK_PAIR_2X4
 #elif TK_USE_DSP
@@ -330,19 +375,19 @@ static inline void conv_block_2x4(const tk_conv_params_t *p, const int16_t *col,
         b3 += col[2] * w[6] + col[3] * w[7];
     }
 #endif
-    o0[oc] = requant_s8(p, oc, a0);
-    o1[oc] = requant_s8(p, oc, b0);
+    o0[oc] = requant_out(q, oc, a0);
+    o1[oc] = requant_out(q, oc, b0);
     if (nc > 1) {
-        o0[oc + 1] = requant_s8(p, oc + 1, a1);
-        o1[oc + 1] = requant_s8(p, oc + 1, b1);
+        o0[oc + 1] = requant_out(q, oc + 1, a1);
+        o1[oc + 1] = requant_out(q, oc + 1, b1);
     }
     if (nc > 2) {
-        o0[oc + 2] = requant_s8(p, oc + 2, a2);
-        o1[oc + 2] = requant_s8(p, oc + 2, b2);
+        o0[oc + 2] = requant_out(q, oc + 2, a2);
+        o1[oc + 2] = requant_out(q, oc + 2, b2);
     }
     if (nc > 3) {
-        o0[oc + 3] = requant_s8(p, oc + 3, a3);
-        o1[oc + 3] = requant_s8(p, oc + 3, b3);
+        o0[oc + 3] = requant_out(q, oc + 3, a3);
+        o1[oc + 3] = requant_out(q, oc + 3, b3);
     }
 }
 
@@ -356,6 +401,8 @@ int tk_conv2d_wide_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *out, 
     }
     {
         const int32_t kp = wide_patch_len(p), n_pix = p->out.h * p->out.w, out_c = p->out.c;
+        const int16_t *const weights = p->weights_wide;
+        const requant_t q = {p->bias, p->multiplier, p->shift, p->out_zp, p->act_min, p->act_max};
         col_zero(scratch, p->kernel_h * p->kernel_w * p->in.c, kp); /* the padding of the patch, both pixels */
         col_zero(scratch + 2, p->kernel_h * p->kernel_w * p->in.c, kp);
         for (pix = 0; pix < n_pix; pix += 2) {
@@ -365,8 +412,7 @@ int tk_conv2d_wide_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *out, 
             im2col_pixel(p, in, pix, scratch);
             im2col_pixel(p, in, pix1, scratch + 2);
             for (oc = 0; oc < out_c; oc += 4) {
-                conv_block_2x4(p, scratch, p->weights_wide + oc * kp, kp / 2, oc, out_c - oc < 4 ? out_c - oc : 4,
-                               o0, o1);
+                conv_block_2x4(q, scratch, weights + oc * kp, kp / 2, oc, out_c - oc < 4 ? out_c - oc : 4, o0, o1);
             }
         }
     }
