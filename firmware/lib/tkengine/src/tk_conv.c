@@ -293,21 +293,31 @@ static void im2col_pixel(const tk_conv_params_t *p, const int8_t *in, int32_t pi
     }
 }
 
+/* the block and pixel loops below must be inlined for their constants (small_scales, nc) to specialize them */
+#if defined(__GNUC__)
+#define TK_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define TK_ALWAYS_INLINE inline
+#endif
+
 /* The requantization constants, copied out of the params once: the int8 output stores may alias anything, so
  * the compiler would reload them from the params after every store. */
 typedef struct {
     const int32_t *bias, *multiplier, *shift;
     int32_t out_zp, act_min, act_max;
+    int32_t small_scales; /* every channel's shift < -1: tk_mbqm_small_scale applies (the usual case) */
 } requant_t;
 
 static inline int8_t requant_out(requant_t q, int32_t oc, int32_t acc)
 {
-    return tk_clamp_s8(tk_mbqm(acc, q.multiplier[oc], q.shift[oc]) + q.out_zp, q.act_min, q.act_max);
+    const int32_t v = q.small_scales ? tk_mbqm_small_scale(acc, q.multiplier[oc], q.shift[oc])
+                                     : tk_mbqm(acc, q.multiplier[oc], q.shift[oc]);
+    return tk_clamp_s8(v + q.out_zp, q.act_min, q.act_max);
 }
 
 /* Outputs oc .. oc+nc-1 (nc <= 4) of pixels 0 (o0) and 1 (o1) from the patches in `col` and one block of
  * weights. Plain scalars, not arrays, so the 8 accumulators stay in registers. */
-static inline void conv_block_2x4(requant_t q, const int16_t *col, const int16_t *w, int32_t pairs, int32_t oc,
+static TK_ALWAYS_INLINE void conv_block_2x4(requant_t q, const int16_t *col, const int16_t *w, int32_t pairs, int32_t oc,
                                   int32_t nc, int8_t *o0, int8_t *o1)
 {
     const int32_t *bias = q.bias + oc;
@@ -391,30 +401,48 @@ static inline void conv_block_2x4(requant_t q, const int16_t *col, const int16_t
     }
 }
 
+/* the pixel loop of tk_conv2d_wide_s8; inlined twice so that q.small_scales is a constant in each copy */
+static TK_ALWAYS_INLINE void conv_wide_pixels(const tk_conv_params_t *p, const int8_t *in, int8_t *out, int16_t *scratch,
+                                    requant_t q)
+{
+    const int32_t kp = wide_patch_len(p), n_pix = p->out.h * p->out.w, out_c = p->out.c;
+    const int16_t *const weights = p->weights_wide;
+    int32_t pix, oc;
+    for (pix = 0; pix < n_pix; pix += 2) {
+        /* an odd last pixel is computed twice, as both halves of the pair */
+        const int32_t pix1 = pix + 1 < n_pix ? pix + 1 : pix;
+        int8_t *o0 = out + pix * out_c, *o1 = out + pix1 * out_c;
+        im2col_pixel(p, in, pix, scratch);
+        im2col_pixel(p, in, pix1, scratch + 2);
+        for (oc = 0; oc < out_c; oc += 4) {
+            conv_block_2x4(q, scratch, weights + oc * kp, kp / 2, oc, out_c - oc < 4 ? out_c - oc : 4, o0, o1);
+        }
+    }
+}
+
 int tk_conv2d_wide_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *out, int16_t *scratch)
 {
-    int32_t pix, oc;
+    int32_t oc, small_scales;
+    requant_t q;
     if (!p || !in || !out || !scratch || !p->weights_wide || !p->bias || !p->multiplier || !p->shift ||
         p->in.h <= 0 || p->in.w <= 0 || p->in.c <= 0 || p->out.h <= 0 || p->out.w <= 0 || p->out.c <= 0 ||
         p->stride_h <= 0 || p->stride_w <= 0 || p->kernel_h <= 0 || p->kernel_w <= 0) {
         return TK_ERR_ARG;
     }
-    {
-        const int32_t kp = wide_patch_len(p), n_pix = p->out.h * p->out.w, out_c = p->out.c;
-        const int16_t *const weights = p->weights_wide;
-        const requant_t q = {p->bias, p->multiplier, p->shift, p->out_zp, p->act_min, p->act_max};
-        col_zero(scratch, p->kernel_h * p->kernel_w * p->in.c, kp); /* the padding of the patch, both pixels */
-        col_zero(scratch + 2, p->kernel_h * p->kernel_w * p->in.c, kp);
-        for (pix = 0; pix < n_pix; pix += 2) {
-            /* an odd last pixel is computed twice, as both halves of the pair */
-            const int32_t pix1 = pix + 1 < n_pix ? pix + 1 : pix;
-            int8_t *o0 = out + pix * out_c, *o1 = out + pix1 * out_c;
-            im2col_pixel(p, in, pix, scratch);
-            im2col_pixel(p, in, pix1, scratch + 2);
-            for (oc = 0; oc < out_c; oc += 4) {
-                conv_block_2x4(q, scratch, weights + oc * kp, kp / 2, oc, out_c - oc < 4 ? out_c - oc : 4, o0, o1);
-            }
-        }
+    q.bias = p->bias, q.multiplier = p->multiplier, q.shift = p->shift;
+    q.out_zp = p->out_zp, q.act_min = p->act_min, q.act_max = p->act_max;
+    small_scales = 1;
+    for (oc = 0; oc < p->out.c; ++oc) {
+        small_scales &= p->shift[oc] < -1;
+    }
+    col_zero(scratch, p->kernel_h * p->kernel_w * p->in.c, wide_patch_len(p)); /* the patch padding, both pixels */
+    col_zero(scratch + 2, p->kernel_h * p->kernel_w * p->in.c, wide_patch_len(p));
+    if (small_scales) {
+        q.small_scales = 1;
+        conv_wide_pixels(p, in, out, scratch, q);
+    } else {
+        q.small_scales = 0;
+        conv_wide_pixels(p, in, out, scratch, q);
     }
     return TK_OK;
 }

@@ -8,19 +8,25 @@ int tk_add_s8(const tk_add_params_t *p, const int8_t *in1, const int8_t *in2, in
 {
     /* an int8 input takes 256 values: each input's rescaled value is tabulated once (2 x 1 KB of stack)
      * instead of costing two fixed-point multiplies per element */
-    int32_t t1[256], t2[256];
+    int32_t table1[256], table2[256];
+    const int32_t *const t1 = table1 + 128, *const t2 = table2 + 128; /* indexed by the int8 value */
     int32_t i;
     if (!p || !in1 || !in2 || !out || p->size < 0 || p->left_shift < 0 || p->left_shift > 22) {
         return TK_ERR_ARG;
     }
-    for (i = 0; i < 256; ++i) {
-        t1[i] = tk_mbqm((i - 128 - p->in1_zp) * (1 << p->left_shift), p->in1_multiplier, p->in1_shift);
-        t2[i] = tk_mbqm((i - 128 - p->in2_zp) * (1 << p->left_shift), p->in2_multiplier, p->in2_shift);
+    for (i = -128; i < 128; ++i) {
+        table1[i + 128] = tk_mbqm((i - p->in1_zp) * (1 << p->left_shift), p->in1_multiplier, p->in1_shift);
+        table2[i + 128] = tk_mbqm((i - p->in2_zp) * (1 << p->left_shift), p->in2_multiplier, p->in2_shift);
     }
-    for (i = 0; i < p->size; ++i) {
-        /* read both inputs before writing: out may alias in1 or in2 */
-        const int32_t sum = t1[in1[i] + 128] + t2[in2[i] + 128];
-        out[i] = tk_clamp_s8(tk_mbqm(sum, p->out_multiplier, p->out_shift) + p->out_zp, p->act_min, p->act_max);
+    {
+        /* locals, not p->...: the int8 stores may alias the params, which would force a reload per element */
+        const int32_t size = p->size, out_multiplier = p->out_multiplier, out_shift = p->out_shift;
+        const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
+        for (i = 0; i < size; ++i) {
+            /* read both inputs before writing: out may alias in1 or in2 */
+            const int32_t sum = t1[in1[i]] + t2[in2[i]];
+            out[i] = tk_clamp_s8(tk_mbqm(sum, out_multiplier, out_shift) + out_zp, act_min, act_max);
+        }
     }
     return TK_OK;
 }
@@ -33,26 +39,29 @@ static inline int8_t rescale_one(const tk_rescale_t *r, int32_t q, int32_t act_m
     return tk_clamp_s8(tk_mbqm(q - r->in_zp, r->multiplier, r->shift) + r->out_zp, act_min, act_max);
 }
 
-/* rescale_one of all 256 int8 values (indexed by q + 128): per element a table load instead of the arithmetic */
-static void rescale_table(const tk_rescale_t *r, int32_t act_min, int32_t act_max, int8_t *table)
+/* rescale_one of all 256 int8 values, into table[0..255]; returns table + 128, indexed by the int8 value: per
+ * element a table load instead of the arithmetic */
+static const int8_t *rescale_table(const tk_rescale_t *r, int32_t act_min, int32_t act_max, int8_t *table)
 {
     int32_t q;
     for (q = -128; q < 128; ++q) {
         table[q + 128] = rescale_one(r, q, act_min, act_max);
     }
+    return table + 128;
 }
 
 int tk_requantize_s8(const tk_rescale_t *r, int32_t act_min, int32_t act_max, const int8_t *in, int32_t size,
                      int8_t *out)
 {
     int8_t table[256];
+    const int8_t *t;
     int32_t i;
     if (!r || !in || !out || size < 0) {
         return TK_ERR_ARG;
     }
-    rescale_table(r, act_min, act_max, table);
+    t = rescale_table(r, act_min, act_max, table);
     for (i = 0; i < size; ++i) {
-        out[i] = table[in[i] + 128];
+        out[i] = t[in[i]];
     }
     return TK_OK;
 }
@@ -76,14 +85,14 @@ int tk_concat_s8(const int8_t *const *inputs, const int32_t *channels, const int
     }
     /* one input at a time, into its channel range of every output pixel */
     for (i = 0; i < n_inputs; c0 += channels[i], ++i) {
-        const int32_t fh = factors ? factors[2 * i] : 1, fw = factors ? factors[2 * i + 1] : 1;
-        rescale_table(&rescale[i], act_min, act_max, table);
+        const int32_t fh = factors ? factors[2 * i] : 1, fw = factors ? factors[2 * i + 1] : 1, n = channels[i];
+        const int8_t *const t = rescale_table(&rescale[i], act_min, act_max, table);
         for (y = 0; y < out_h; ++y) {
             for (x = 0; x < out_w; ++x) {
-                const int8_t *src = inputs[i] + ((y / fh) * (out_w / fw) + x / fw) * channels[i];
+                const int8_t *src = inputs[i] + ((y / fh) * (out_w / fw) + x / fw) * n;
                 int8_t *dst = out + (y * out_w + x) * out_c + c0;
-                for (c = 0; c < channels[i]; ++c) {
-                    dst[c] = table[src[c] + 128];
+                for (c = 0; c < n; ++c) {
+                    dst[c] = t[src[c]];
                 }
             }
         }

@@ -12,19 +12,26 @@
 
 #include <stdint.h>
 
+/* tk_mbqm for shift < -1 (n = 31 - shift > 32: scales below 1/2, the usual case): the rounding add and the
+ * result lie in the product's high word, so the 64-bit add and shift become 32-bit ones: hi + 2^(n-33),
+ * minus the borrow of lo - [p < 0]. */
+static inline int32_t tk_mbqm_small_scale(int32_t x, int32_t multiplier, int32_t shift)
+{
+    const int32_t n = 31 - shift; /* 33..62 */
+    const int64_t p = (int64_t)x * (int64_t)multiplier;
+    const int32_t hi = (int32_t)(p >> 32);
+    const int32_t borrow = (uint32_t)p == 0u && hi < 0;
+    return (hi + (1 << (n - 33)) - borrow) >> (n - 32);
+}
+
 static inline int32_t tk_mbqm(int32_t x, int32_t multiplier, int32_t shift)
 {
     const int32_t n = 31 - shift; /* 1..62 */
-    const int64_t p = (int64_t)x * (int64_t)multiplier;
-    int64_t r;
+    int64_t p, r;
     if (n > 32) {
-        /* the usual case (scales below 1/2): the rounding constant and the result lie in the high word, so
-         * the 64-bit add and shift become 32-bit ones: hi + 2^(n-33), minus the borrow of lo - [p < 0] */
-        const int32_t hi = (int32_t)(p >> 32);
-        const uint32_t lo = (uint32_t)p;
-        const int32_t borrow = lo == 0u && hi < 0;
-        return (hi + (1 << (n - 33)) - borrow) >> (n - 32);
+        return tk_mbqm_small_scale(x, multiplier, shift);
     }
+    p = (int64_t)x * (int64_t)multiplier;
     r = (p + ((int64_t)1 << (n - 1)) - (p < 0)) >> n;
     return r > INT32_MAX ? INT32_MAX : (r < INT32_MIN ? INT32_MIN : (int32_t)r);
 }
