@@ -18,6 +18,8 @@ How it measures (the same way the firmware is measured):
 - RAM: our arena + model input + output buffers vs TFLM's `arena used` (tflite-micro Python interpreter) for
   the same network's int8 .tflite (which includes its input and output); flash: .text+.rodata+.data of the
   generated model plus the engine, measured with arm-none-eabi-size.
+TFLM's own instruction counts are not measured by this script (only its arena): docs/firmware.md quotes the
+TFLM + CMSIS-NN figures measured for issue 15.
 Not a test: prints Markdown tables.
 """
 

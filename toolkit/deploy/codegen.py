@@ -15,9 +15,10 @@ int16 patches (TK_CONV_WIDE_SCRATCH). Without `wide` (flash too small for int16 
 weights and the int8 kernels.
 
 Arena plan: every intermediate tensor lives from the op that writes it to the last op that reads it; a wide
-convolution's scratch lives during its op only. Tensors are placed greedily, largest first, at the lowest offset that overlaps no tensor alive at the same time
-(as TFLM's greedy planner). Elementwise ops (add, requantize) write in place over an input that dies there.
-The model input is read from `in` and the output written to `out`, so neither takes arena space.
+convolution's scratch lives during its op only. Tensors are placed greedily, largest first, at the lowest
+offset that overlaps no tensor alive at the same time (as TFLM's greedy planner). Elementwise ops (add,
+requantize) write in place over an input that dies there. The model input is read from `in` and the output
+written to `out`, so neither takes arena space.
 """
 
 from __future__ import annotations

@@ -317,8 +317,8 @@ static inline int8_t requant_out(requant_t q, int32_t oc, int32_t acc)
 
 /* Outputs oc .. oc+nc-1 (nc <= 4) of pixels 0 (o0) and 1 (o1) from the patches in `col` and one block of
  * weights. Plain scalars, not arrays, so the 8 accumulators stay in registers. */
-static TK_ALWAYS_INLINE void conv_block_2x4(requant_t q, const int16_t *col, const int16_t *w, int32_t pairs, int32_t oc,
-                                  int32_t nc, int8_t *o0, int8_t *o1)
+static TK_ALWAYS_INLINE void conv_block_2x4(requant_t q, const int16_t *col, const int16_t *w, int32_t pairs,
+                                             int32_t oc, int32_t nc, int8_t *o0, int8_t *o1)
 {
     const int32_t *bias = q.bias + oc;
     int32_t a0 = bias[0], a1 = nc > 1 ? bias[1] : 0, a2 = nc > 2 ? bias[2] : 0, a3 = nc > 3 ? bias[3] : 0;
@@ -402,8 +402,8 @@ static TK_ALWAYS_INLINE void conv_block_2x4(requant_t q, const int16_t *col, con
 }
 
 /* the pixel loop of tk_conv2d_wide_s8; inlined twice so that q.small_scales is a constant in each copy */
-static TK_ALWAYS_INLINE void conv_wide_pixels(const tk_conv_params_t *p, const int8_t *in, int8_t *out, int16_t *scratch,
-                                    requant_t q)
+static TK_ALWAYS_INLINE void conv_wide_pixels(const tk_conv_params_t *p, const int8_t *in, int8_t *out,
+                                               int16_t *scratch, requant_t q)
 {
     const int32_t kp = wide_patch_len(p), n_pix = p->out.h * p->out.w, out_c = p->out.c;
     const int16_t *const weights = p->weights_wide;
