@@ -7,7 +7,7 @@ Columns:
 - MACs: multiply-accumulates per inference (from the integer graph);
 - const B: weights + int32 bias/multiplier/shift arrays emitted by `toolkit export`;
 - flash B (M4): .text + .rodata + .data of the generated model plus the tkengine kernels, compiled with
-  arm-none-eabi-gcc -O2 for Cortex-M4 (measured with arm-none-eabi-size; the whole engine, no interpreter);
+  the firmware's flags for Cortex-M4 (toolkit.bench.pio.cortex_m_flags) (measured with arm-none-eabi-size; the whole engine, no interpreter);
 - arena B: our static plan (model input/output buffers excluded, as TFLM's arena includes them: see the
   "+I/O" column for the like-for-like figure);
 - TFLM arena B: `arena used` of the tflite-micro Python interpreter (allocation recording) for the model's
@@ -34,20 +34,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the demo models are built by the export tests' fixtures
 
 TKENGINE = ROOT / "firmware" / "lib" / "tkengine"
-M4_FLAGS = ["-std=c99", "-O2", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16",
-            "-ffunction-sections", "-fdata-sections"]
 
 
 def flash_bytes_m4(gen_dir: Path, name: str, work: Path) -> int | None:
     """text+data of the generated model + kernels compiled for Cortex-M4 (None without the toolchain)."""
     import shutil
 
+    from toolkit.bench.pio import cortex_m_flags
+
     if shutil.which("arm-none-eabi-gcc") is None:
         return None
     objs = []
     for src in [gen_dir / f"{name}.c", gen_dir / f"{name}_weights.c", *sorted((TKENGINE / "src").glob("*.c"))]:
         obj = work / f"{name}_{src.stem}.o"
-        subprocess.run(["arm-none-eabi-gcc", *M4_FLAGS, f"-I{TKENGINE / 'include'}", f"-I{gen_dir}", "-c",
+        subprocess.run(["arm-none-eabi-gcc", *cortex_m_flags("mps2_an386"), f"-I{TKENGINE / 'include'}", f"-I{gen_dir}", "-c",
                         str(src), "-o", str(obj)], check=True)
         objs.append(str(obj))
     out = subprocess.run(["arm-none-eabi-size", "-t", *objs], check=True, capture_output=True, text=True).stdout
@@ -59,11 +59,13 @@ def qemu_ticks(gen_dir: Path, name: str, q_input: np.ndarray, dsp: bool, work: P
     """SysTick ticks of one invoke on QEMU mps2-an386 (Cortex-M4) with -icount: an instruction-count proxy."""
     import shutil
 
+    from toolkit.bench.pio import cortex_m_flags
+
     if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
         return None
     harness = ROOT / "tests" / "export_c"
     elf = work / f"{name}_{'dsp' if dsp else 'portable'}.elf"
-    subprocess.run(["arm-none-eabi-gcc", *M4_FLAGS, "--specs=rdimon.specs", "-T", str(harness / "mps2.ld"),
+    subprocess.run(["arm-none-eabi-gcc", *cortex_m_flags("mps2_an386"), "--specs=rdimon.specs", "-T", str(harness / "mps2.ld"),
                     "-DTK_HARNESS_SYSTICK", *([] if dsp else ["-DTK_NO_DSP"]), f"-I{TKENGINE / 'include'}",
                     f"-I{gen_dir}", f"-DTK_MODEL={name}_model", f'-DTK_MODEL_HEADER="{name}.h"',
                     str(harness / "mps2_startup.c"), str(harness / "harness.c"), str(gen_dir / f"{name}.c"),
@@ -108,23 +110,33 @@ def demo_models(work: Path, student_presets=()) -> list:
 
 def student_preset_model(preset: str, work: Path):
     """The distill stage's StudentNet architecture (untrained weights) quantized with NNCF the way the
-    quantize stage does (MIXED, per-tensor activations, quantized output), plus its TFLite twin."""
-    import copy
-
+    quantize stage does, plus its TFLite twin."""
     import torch
 
     import fixtures_export as fx
-    from toolkit.deploy import quantize as Q
-    from toolkit.deploy.tflite_export import onnx_to_saved_model, saved_model_to_int8_tflite
     from toolkit.distill.student import PRESETS, StudentNet
-
-    nncf = Q._nncf()
-    from nncf.quantization.advanced_parameters import QuantizationParameters
 
     p = PRESETS[preset]
     torch.manual_seed(0)
     net = StudentNet(p.channels, p.res_blocks, p.activation).eval()
     calib = np.concatenate(fx.student_inputs(16, size=p.resolution, seed=1))
+    qdq, tfl = quantize_net(net, calib, work, f"student_{preset}")
+    return (f"StudentNet {preset} (untrained)", qdq, tfl, calib[:1])
+
+
+def quantize_net(net, calib: np.ndarray, work: Path, tag: str) -> tuple[Path, Path]:
+    """(QDQ .onnx, int8 .tflite) of a torch network: NNCF as the quantize stage does it (MIXED, per-tensor
+    activations, quantized output) calibrated on `calib`, and the TFLite converter on the same inputs."""
+    import copy
+
+    import torch
+
+    from toolkit.deploy import quantize as Q
+    from toolkit.deploy.tflite_export import onnx_to_saved_model, saved_model_to_int8_tflite
+
+    nncf = Q._nncf()
+    from nncf.quantization.advanced_parameters import QuantizationParameters
+
     advanced = nncf.AdvancedQuantizationParameters(
         overflow_fix=nncf.OverflowFix.DISABLE, quantize_outputs=True,
         activations_quantization_params=QuantizationParameters(per_channel=False))
@@ -132,11 +144,11 @@ def student_preset_model(preset: str, work: Path):
     with torch.no_grad():
         qnet = nncf.quantize(copy.deepcopy(net), nncf.Dataset([t[i:i + 1] for i in range(len(t))]),
                              preset=nncf.QuantizationPreset.MIXED, subset_size=len(t), advanced_parameters=advanced)
-    qdq = Q.export_qdq_onnx(qnet, t[:1], work / f"student_{preset}_qdq.onnx")
-    float_onnx = Q.export_float_onnx(net, t[:1], work / f"student_{preset}_float.onnx")
-    saved = onnx_to_saved_model(float_onnx, work / f"saved_student_{preset}")
-    tfl = saved_model_to_int8_tflite(saved, calib, work / f"student_{preset}.tflite")
-    return (f"StudentNet {preset} (untrained)", Path(qdq), Path(tfl), calib[:1])
+    qdq = Q.export_qdq_onnx(qnet, t[:1], work / f"{tag}_qdq.onnx")
+    float_onnx = Q.export_float_onnx(net, t[:1], work / f"{tag}_float.onnx")
+    saved = onnx_to_saved_model(float_onnx, work / f"saved_{tag}")
+    tfl = saved_model_to_int8_tflite(saved, calib, work / f"{tag}.tflite")
+    return Path(qdq), Path(tfl)
 
 
 def measure(label: str, onnx_path: Path, tflite_path: Path | None, sample, work: Path) -> dict:

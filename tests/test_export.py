@@ -11,7 +11,7 @@ import pytest
 
 from toolkit.artifacts import write_manifest
 from toolkit.cli import main as toolkit_main
-from toolkit.deploy import int8ref, ir
+from toolkit.deploy import codegen, int8ref, ir
 from toolkit.deploy.cli_export import check_fit, export
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,10 @@ def exported(export_models, tmp_path_factory):
                        "--out", str(base / "student"), "--name", "student"])
     assert rc == 0
     export(export_models["every"], "qemu-m4", base / "every", name="every")
-    return {"student": base / "student", "every": base / "every"}
+    # the int8-weight convolutions, which export uses when int16 weights would not fit the flash
+    files, _ = codegen.generate(ir.load_qdq(export_models["every"]), "every_int8", wide=False)
+    codegen.write_files(files, base / "every_int8")
+    return {"student": base / "student", "every": base / "every", "every_int8": base / "every_int8"}
 
 
 def _build(gen_dir: Path, name: str, out: Path, extra=()):
@@ -57,15 +60,15 @@ def _run_c(binary: Path, q_in: np.ndarray, tmp: Path):
 
 
 @needs_gcc
-@pytest.mark.parametrize("key", ["student", "every"])
+@pytest.mark.parametrize("key", ["student", "every", "every_int8"])
 @pytest.mark.parametrize("path", ["portable", "dsp_emulated", "sanitized"])
 def test_generated_code_is_bit_exact_to_reference(exported, export_models, export_test_inputs, tmp_path, key, path):
     extra = {"portable": [], "dsp_emulated": ["-DTK_DSP_EMULATE", f"-I{HARNESS}"],
              "sanitized": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"]}[path]
     binary = _build(exported[key], key, tmp_path / f"{key}_{path}", extra)
-    graph = ir.load_qdq(export_models[key])
+    graph = ir.load_qdq(export_models[key.removesuffix("_int8")])
     plan = json.loads((exported[key] / f"{key}_plan.json").read_text())
-    inputs = export_test_inputs[key][: (1 if path == "sanitized" else None)]
+    inputs = export_test_inputs[key.removesuffix("_int8")][: (1 if path == "sanitized" else None)]
     for x in inputs:
         q_in = int8ref.quantize_input(graph, x)
         expected = int8ref.run(graph, q_in).reshape(-1)
@@ -92,8 +95,15 @@ def test_arena_plan_reuses_memory_and_works_in_place(exported):
     assert any(layer["in_place"] for layer in plan["layers"])  # the residual add writes over its input
     assert plan["macs"] == sum(layer["macs"] for layer in plan["layers"]) > 0
     kernels = {layer["kernel"] for layer in plan["layers"]}
-    assert kernels == {"tk_conv2d_s8", "tk_conv2d_3x3_s8", "tk_conv2d_1x1_s8", "tk_depthwise_conv2d_s8",
-                       "tk_add_s8", "tk_pad_s8", "tk_upsample_nearest_s8", "tk_concat_s8"}
+    assert kernels == {"tk_conv2d_wide_s8", "tk_depthwise_conv2d_s8", "tk_add_s8", "tk_pad_s8",
+                       "tk_upsample_nearest_s8", "tk_concat_s8"}
+    # each wide convolution's scratch lives during its op only
+    scratch = [t for t in tensors if t["tensors"][0].startswith("scratch:")]
+    assert scratch and all(t["first_op"] == t["last_op"] for t in scratch)
+    int8_plan = json.loads((exported["every_int8"] / "every_int8_plan.json").read_text())
+    assert {layer["kernel"] for layer in int8_plan["layers"]} == {
+        "tk_conv2d_s8", "tk_conv2d_3x3_s8", "tk_conv2d_1x1_s8", "tk_depthwise_conv2d_s8", "tk_add_s8", "tk_pad_s8",
+        "tk_upsample_nearest_s8", "tk_concat_s8"}
 
 
 def test_export_is_deterministic(export_models, exported, tmp_path):
@@ -310,3 +320,20 @@ def test_quantize_artifact_exports_every_step_bit_exact(quantized_student_run, t
         got, info = _run_c(binary, q_in, tmp_path)
         np.testing.assert_array_equal(got, int8ref.run(graph, q_in).reshape(-1))
         assert info["touched"] == info["arena_size"] == models[name]["arena_bytes"]
+
+
+def test_fit_check_falls_back_to_int8_weights_when_int16_do_not_fit(export_models, tmp_path, monkeypatch):
+    """int16 (wide) weights take twice the flash: on a board where only the int8 ones fit, export keeps them."""
+    from toolkit.boards import load_board
+    from toolkit.deploy import fit
+
+    wide = export(export_models["every"], "qemu-m4", tmp_path / "wide", name="every")
+    assert wide["wide_weights"]
+    graph = ir.load_qdq(export_models["every"])
+    int8_bytes = graph.weight_bytes()
+    assert wide["weight_bytes"] > int8_bytes
+    flash = load_board("qemu-m4").flash_bytes
+    monkeypatch.setattr(fit, "FIRMWARE_FLASH_RESERVE", flash - (int8_bytes + wide["weight_bytes"]) // 2)
+    small = export(export_models["every"], "qemu-m4", tmp_path / "small", name="every")
+    assert not small["wide_weights"] and small["weight_bytes"] == int8_bytes
+    assert "tk_conv2d_wide_s8" not in (tmp_path / "small" / "every.c").read_text()

@@ -156,3 +156,60 @@ def test_esp32s3_budget_is_the_pool_the_port_allocates():
     layer = LayerMemory("conv", "conv", (1, 64, 64, 64), 1 << 18, 1 << 20)
     with pytest.raises(ValueError, match="does not fit target 'esp32s3'"):
         check_fit(MemoryEstimate(1 << 20, 6 << 20, layer, 1 << 12, 1 << 12, "test"), board)
+
+
+# The per-element kernels of a network: each may call only functions of the engine itself, never the C
+# library or compiler helpers (an out-of-line memcpy per 4-byte load made the engine 4x slower once).
+HOT_KERNELS = ("tk_conv2d_wide_s8", "tk_conv2d_s8", "tk_conv2d_3x3_s8", "tk_conv2d_1x1_s8",
+               "tk_depthwise_conv2d_s8", "tk_add_s8", "tk_requantize_s8", "tk_concat_s8")
+
+
+def _call_graph(elf) -> dict:
+    """{function: {functions it calls or tail-calls}} from the disassembly of `elf`."""
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", "--no-show-raw-insn", str(elf)], capture_output=True,
+                         text=True, check=True).stdout
+    calls, fn = {}, None
+    for line in dis.splitlines():
+        m = re.match(r"^[0-9a-f]+ <([^>]+)>:$", line)
+        if m:
+            fn = calls.setdefault(m.group(1), set())
+            continue
+        m = re.search(r"\s(?:bl|blx|b|b\.w|b\.n)\s+[0-9a-f]+ <([^+>]+)", line)
+        if m and fn is not None:
+            fn.add(m.group(1))
+    return {f: callees - {f} for f, callees in calls.items()}
+
+
+@pytest.mark.skipif(not shutil.which("arm-none-eabi-gcc"), reason="arm-none-eabi-gcc not installed")
+@pytest.mark.parametrize("env", ["qemu_m4", "qemu_m7"])
+def test_hot_kernels_call_no_out_of_line_helpers(export_models, tmp_path, env):
+    """The firmware as built (the platform's own flags) with a model using every kernel, wide and int8
+    convolutions: every call reachable from a hot kernel stays inside the engine library."""
+    from toolkit.artifacts import write_manifest
+    from toolkit.deploy import codegen, ir
+
+    fw = firmware.copy_project(tmp_path / "fw")
+    gen = fw / "generated"
+    graph = ir.load_qdq(export_models["every"])
+    for name, wide in (("every_wide", True), ("every_int8", False)):
+        codegen.write_files(codegen.generate(graph, name, wide=wide)[0], gen)
+    write_manifest(gen, firmware.EXPORT_STAGE, models={n: {"source": "every"} for n in ("every_wide", "every_int8")})
+    assert firmware.write_registry(gen) == ["every_int8", "every_wide"]
+    elf = pio.build(env, fw_dir=fw)
+    lib = next((fw / ".pio" / "build" / env).glob("lib*/libtkengine.a"))
+    nm = subprocess.run(["arm-none-eabi-nm", "--defined-only", str(lib)], capture_output=True, text=True,
+                        check=True).stdout
+    engine = {parts[2] for parts in map(str.split, nm.splitlines()) if len(parts) == 3 and parts[1] in "Tt"}
+    graph_calls = _call_graph(elf)
+    hot = [k for k in HOT_KERNELS if k in graph_calls]  # the model needs no requantize op
+    assert len(hot) == len(HOT_KERNELS) - 1 and "tk_requantize_s8" not in hot, hot
+    seen, todo, outside = set(), list(hot), []
+    while todo:
+        f = todo.pop()
+        for callee in graph_calls.get(f, ()):
+            if callee not in engine:
+                outside.append(f"{f} -> {callee}")
+            elif callee not in seen:
+                seen.add(callee)
+                todo.append(callee)
+    assert not outside, f"hot kernels call out-of-line helpers: {outside}"

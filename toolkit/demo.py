@@ -264,10 +264,11 @@ def _write_summary(out: Path, timings: dict, threads: int, size: str):
         summary = json.loads(bench.read_text())["summary"]
         lines += ["", f"## On-device benchmark ({BENCH_BOARD}, unit: {summary['unit']})", "",
                   f"Every output bit-exact with the host int8 reference: {summary['all_bit_exact']}", "",
-                  "| model | MACs | mean per inference | instructions / MAC |", "|---|---|---|---|"]
+                  "| model | MACs | mean per inference | MAC / instruction |", "|---|---|---|---|"]
         for model, fig in summary["models"].items():
+            per_mac = fig.get("instructions_per_mac")
             lines.append(f"| {model} | {fig['macs']:,} | {fig['mean_per_inference']:,.0f} | "
-                         f"{fig.get('instructions_per_mac', float('nan')):.2f} |")
+                         f"{1 / per_mac if per_mac else float('nan'):.2f} |")
     lines += _pipeline_section(out / "pipeline" / "results.json")
     pose = out / "pose-eval" / "pose_eval.json"
     if pose.exists():

@@ -40,6 +40,24 @@ static uint64_t ticks_stop(void)
     SYST_CSR = 0u;
     return (uint64_t)wraps * 0x1000000u + (0xFFFFFFu - val);
 }
+#if defined(TK_PROFILE_LAYERS)
+/* per-layer ticks: the generated invoke calls this after layer i */
+#define MAX_LAYERS 256
+static uint64_t layer_end[MAX_LAYERS];
+static int n_layers;
+void tk_profile_layer_done(int i)
+{
+    uint32_t wraps, val;
+    do {
+        wraps = systick_wraps;
+        val = SYST_CVR;
+    } while (wraps != systick_wraps);
+    if (i < MAX_LAYERS) {
+        layer_end[i] = (uint64_t)wraps * 0x1000000u + (0xFFFFFFu - val);
+        n_layers = i + 1;
+    }
+}
+#endif
 #else
 static void ticks_start(void)
 {
@@ -111,8 +129,15 @@ int main(int argc, char **argv)
         return 2;
     }
     fclose(f);
-    printf("arena_size=%u touched=%u dsp=%d rc=%d ticks=%lu\n", (unsigned)m->arena_size, (unsigned)touched,
+    printf("arena_size=%u touched=%u dsp=%d rc=%d ticks=%lu", (unsigned)m->arena_size, (unsigned)touched,
            tk_kernels_use_dsp(), rc, (unsigned long)ticks);
+#if defined(TK_PROFILE_LAYERS) && defined(__arm__)
+    printf(" layer_ticks=");
+    for (p = 0; p < (uint32_t)n_layers; ++p) {
+        printf("%s%lu", p ? "," : "", (unsigned long)(layer_end[p] - (p ? layer_end[p - 1] : 0)));
+    }
+#endif
+    printf("\n");
     free(in);
     free(out);
     free(arena);

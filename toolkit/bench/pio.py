@@ -37,6 +37,16 @@ if __name__ == "__main__":
 '''
 
 
+def cortex_m_flags(board: str) -> list[str]:
+    """The C flags the firmware build uses for a board of the local platform (e.g. 'mps2_an386'): its
+    builder's machine flags (from the board JSON) plus the shared build_flags.json."""
+    build = json.loads((PLATFORM_DIR / "boards" / f"{board}.json").read_text())["build"]
+    flags = json.loads((PLATFORM_DIR / "build_flags.json").read_text())
+    machine = [f"-mcpu={build['cpu']}", "-mthumb"]
+    machine += [f"-mfpu={build['fpu']}", "-mfloat-abi=hard"] if build.get("fpu") else ["-mfloat-abi=soft"]
+    return machine + flags["ccflags"] + flags["cflags"]
+
+
 def core_dir() -> Path:
     return Path(os.environ.get("PLATFORMIO_CORE_DIR") or Path.home() / ".platformio")
 

@@ -171,16 +171,25 @@ def export_all(model, target: str, out, name: str | None = None, embed_tflite: b
     model_dir = Path(model) if Path(model).is_dir() else Path(model).parent
     if out.resolve() == model_dir.resolve():
         raise ValueError(f"--out {out} is the input's folder; choose a separate folder for generated code")
-    generated = []
-    for k, onnx_path, tflite_path in units:
-        unit_name = base if k is None else f"{base}_step{k}"
-        codegen.check_c_name(unit_name)
-        graph = load_qdq(onnx_path)
-        tflite = tflite_path.read_bytes() if (embed_tflite and tflite_path is not None) else None
-        files, report = codegen.generate(graph, unit_name, source_name=onnx_path.name,
-                                         source_sha256=codegen.sha256_file(onnx_path), tflite=tflite)
-        report["step"] = k
-        generated.append((unit_name, onnx_path, tflite_path if tflite is not None else None, files, report))
+    def generate_units(wide: bool) -> list:
+        generated = []
+        for k, onnx_path, tflite_path in units:
+            unit_name = base if k is None else f"{base}_step{k}"
+            codegen.check_c_name(unit_name)
+            graph = load_qdq(onnx_path)
+            tflite = tflite_path.read_bytes() if (embed_tflite and tflite_path is not None) else None
+            files, report = codegen.generate(graph, unit_name, source_name=onnx_path.name,
+                                             source_sha256=codegen.sha256_file(onnx_path), tflite=tflite, wide=wide)
+            report["step"] = k
+            generated.append((unit_name, onnx_path, tflite_path if tflite is not None else None, files, report))
+        return generated
+
+    # int16 weights run the fast convolution but take twice the flash: the fit check decides
+    generated = generate_units(wide=True)
+    try:
+        [check_fit(g[4], target, sum(g[4]["weight_bytes"] for g in generated)) for g in generated]
+    except ValueError:
+        generated = generate_units(wide=False)
     total_weights = sum(g[4]["weight_bytes"] for g in generated)
     fits = [check_fit(g[4], target, total_weights) for g in generated]  # a model that does not fit writes nothing
 

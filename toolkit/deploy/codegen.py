@@ -9,10 +9,16 @@ Output for a model `<name>` (all byte-identical for the same input, no timestamp
 - `<name>_tflite.c` (when a .tflite is given): the file as a C array in the `xxd -i` form, for TFLM users;
 - `<name>_plan.json`: per-layer MACs, constant bytes, tensor offsets/lifetimes, arena size.
 
-Arena plan: every intermediate tensor lives from the op that writes it to the last op that reads it. Tensors
-are placed greedily, largest first, at the lowest offset that overlaps no tensor alive at the same time
-(as TFLM's greedy planner). Elementwise ops (add, requantize) write in place over an input that dies there.
-The model input is read from `in` and the output written to `out`, so neither takes arena space.
+Convolutions (not depthwise) use `tk_conv2d_wide_s8` when `wide` is set: their weights are written as int16 in
+the order of its inner loop (`wide_weights`), and the op gets a scratch buffer in the arena for two pixels'
+int16 patches (TK_CONV_WIDE_SCRATCH). Without `wide` (flash too small for int16 weights) they keep int8
+weights and the int8 kernels.
+
+Arena plan: every intermediate tensor lives from the op that writes it to the last op that reads it; a wide
+convolution's scratch lives during its op only. Tensors are placed greedily, largest first, at the lowest
+offset that overlaps no tensor alive at the same time (as TFLM's greedy planner). Elementwise ops (add,
+requantize) write in place over an input that dies there. The model input is read from `in` and the output
+written to `out`, so neither takes arena space.
 """
 
 from __future__ import annotations
@@ -56,8 +62,31 @@ class Buffer:
     offset: int = -1
 
 
-def plan_arena(graph: IntGraph) -> dict:
-    """Offsets of the intermediate tensors: {'size': bytes, 'offsets': {tensor: offset}, 'buffers': [...]}."""
+def wide_patch_len(op) -> int:
+    """Patch length of a convolution (kh * kw * in_c) rounded up to 4, as tk_conv2d_wide_s8 pads it."""
+    return -(-int(np.prod(op.params["weights"].shape[1:])) // 4) * 4
+
+
+def wide_weights(op) -> np.ndarray:
+    """int16 weights in tk_conv2d_wide_s8's loop order: per block of 4 output channels, per pair of patch
+    values, the 4 channels' pairs (output channels and patch padded with zeros; each group of 4 patch values
+    paired as (0, 2), (1, 3), as the kernel's im2col stores them)."""
+    w = op.params["weights"].reshape(op.params["weights"].shape[0], -1).astype(np.int16)
+    out_c, k = w.shape
+    kp = wide_patch_len(op)
+    padded = np.zeros((-(-out_c // 4) * 4, kp), np.int16)
+    padded[:out_c, :k] = w
+    padded = padded[:, np.arange(kp).reshape(-1, 2, 2).transpose(0, 2, 1).reshape(-1)]  # 0,2,1,3 per group
+    return padded.reshape(-1, 4, kp // 2, 2).transpose(0, 2, 1, 3).reshape(-1)
+
+
+def scratch_name(i: int) -> str:
+    return f"scratch:{i}"
+
+
+def plan_arena(graph: IntGraph, wide: bool = False) -> dict:
+    """Offsets of the intermediate tensors (and, with `wide`, of each wide convolution's scratch under the name
+    scratch_name(op index)): {'size': bytes, 'offsets': {tensor: offset}, 'buffers': [...]}."""
     producer = {op.output: i for i, op in enumerate(graph.ops)}
     last_use = {}
     for i, op in enumerate(graph.ops):
@@ -84,6 +113,9 @@ def plan_arena(graph: IntGraph) -> dict:
         target.tensors.append(t)
         target.last = max(target.last, last_use.get(t, i))
         buffer_of[t] = target
+    if wide:
+        buffers += [Buffer([scratch_name(i)], 4 * wide_patch_len(op), i, i)
+                    for i, op in enumerate(graph.ops) if op.kind == "conv"]
     # greedy by size; ties broken by first use then name so the plan is deterministic
     placed = []
     for b in sorted(buffers, key=lambda b: (-b.size, b.first, b.tensors[0])):
@@ -143,10 +175,12 @@ def _xxd(name: str, data: bytes) -> str:
             f"const unsigned int {name}_len = {len(data)};\n")
 
 
-def _kernel_for(op) -> str:
+def _kernel_for(op, wide: bool) -> str:
     p = op.params
     if op.kind == "depthwise":
         return "tk_depthwise_conv2d_s8"
+    if op.kind == "conv" and wide:
+        return "tk_conv2d_wide_s8"
     if op.kind == "conv":
         if p["kernel"] == (1, 1) and p["stride"] == (1, 1) and not any(p["pad"]):
             return "tk_conv2d_1x1_s8"
@@ -174,10 +208,11 @@ def _describe(op, graph) -> str:
 # generation
 
 def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: str = "",
-             tflite: bytes | None = None) -> tuple[dict, dict]:
-    """The generated files as {file name: text} and the plan report (a JSON-able dict)."""
+             tflite: bytes | None = None, wide: bool = True) -> tuple[dict, dict]:
+    """The generated files as {file name: text} and the plan report (a JSON-able dict). `wide`: convolutions
+    from int16 weights (faster, twice the flash of their weights; see the module doc)."""
     check_c_name(name)
-    plan = plan_arena(graph)
+    plan = plan_arena(graph, wide)
     offsets = plan["offsets"]
     up = name.upper()
     t_in, t_out = graph.tensors[graph.input], graph.tensors[graph.output]
@@ -198,25 +233,30 @@ def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: s
     for i, op in enumerate(graph.ops):
         p = op.params
         li = f"{name}_l{i}"
-        fn = _kernel_for(op)
+        fn = _kernel_for(op, wide)
         a_in = graph.tensors[op.inputs[0]]
         y = graph.tensors[op.output]
         wbytes = 0
         calls.append(f"    /* {i}: {_describe(op, graph)} */")
         if op.kind in ("conv", "depthwise"):
-            for key, ctype, per, al in (("weights", "int8_t", 16, 4), ("bias", "int32_t", 8, 4),
-                                        ("multiplier", "int32_t", 6, 4), ("shift", "int32_t", 16, 4)):
-                weights_c.append(_c_array(ctype, f"{li}_{key}", p[key], per, al))
+            is_wide = fn == "tk_conv2d_wide_s8"
+            consts = {"weights_wide": wide_weights(op)} if is_wide else {"weights": p["weights"]}
+            consts.update((key, p[key]) for key in ("bias", "multiplier", "shift"))
+            for key, values in consts.items():
+                ctype = {"weights": "int8_t", "weights_wide": "int16_t"}.get(key, "int32_t")
+                weights_c.append(_c_array(ctype, f"{li}_{key}", values, 16 if key == "shift" else 8, 4))
                 decls.append(f"extern const {ctype} {li}_{key}[];")
-                wbytes += p[key].nbytes
+                wbytes += values.nbytes
             kh, kw = p["kernel"]
             params.append(
                 f"static const tk_conv_params_t {li} = {{\n"
                 f"    {{{a_in.shape[1]}, {a_in.shape[2]}, {a_in.shape[3]}}}, {{{y.shape[1]}, {y.shape[2]}, {y.shape[3]}}},\n"
                 f"    {kh}, {kw}, {p['stride'][0]}, {p['stride'][1]}, {p['pad'][0]}, {p['pad'][1]},\n"
                 f"    {a_in.zero_point}, {y.zero_point}, {p['act_min']}, {p['act_max']},\n"
-                f"    {li}_weights, {li}_bias, {li}_multiplier, {li}_shift,\n}};")
-            calls.append(f"    rc = {fn}(&{li}, {cptr(op.inputs[0])}, {ptr(op.output)});")
+                + (f"    NULL, {li}_bias, {li}_multiplier, {li}_shift, {li}_weights_wide,\n}};" if is_wide else
+                   f"    {li}_weights, {li}_bias, {li}_multiplier, {li}_shift, NULL,\n}};"))
+            scratch = f", (int16_t *)(arena + {offsets[scratch_name(i)]})" if is_wide else ""
+            calls.append(f"    rc = {fn}(&{li}, {cptr(op.inputs[0])}, {ptr(op.output)}{scratch});")
         elif op.kind == "add":
             b_in = graph.tensors[op.inputs[1]]
             params.append(
@@ -257,6 +297,7 @@ def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: s
         else:  # pragma: no cover - the IR only produces the kinds above
             raise ValueError(f"no kernel for op kind {op.kind}")
         calls.append("    if (rc != TK_OK) {\n        return rc;\n    }")
+        calls.append(f"    TK_LAYER_DONE({i});")
         layers.append({
             "index": i, "name": op.name, "kind": op.kind, "kernel": fn,
             "inputs": [{"tensor": t, "shape": list(graph.tensors[t].shape)} for t in op.inputs],
@@ -270,7 +311,7 @@ def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: s
 
     arena = plan["size"]
     macs = graph.macs()
-    weight_bytes = graph.weight_bytes()
+    weight_bytes = sum(layer["const_bytes"] for layer in layers)  # as emitted: int16 weights when wide
     header = f"""/* {name}.h: int8 model '{name}' generated by `toolkit export` from {source_name}; do not edit.
  * Tensors are int8 NHWC, batch 1; real = scale * (q - zero_point). Call
  * {name}_invoke(in, out, arena) with an arena of {up}_ARENA_SIZE bytes aligned to 16. */
@@ -321,8 +362,9 @@ extern const unsigned int {name}_tflite_len;
 """
     body = [f"/* {name}.c: layer parameters and invoke function of model '{name}'. Generated by `toolkit export` "
             f"from {source_name}; do not edit. */",
-            "#include <stdint.h>", "", f'#include "{name}.h"', '#include "tk_kernels.h"', "",
+            "#include <stddef.h>", "#include <stdint.h>", "", f'#include "{name}.h"', '#include "tk_kernels.h"', "",
             "/* constants in " + f"{name}_weights.c */", *decls, "", *params, "",
+
             f"int {name}_invoke(const int8_t *in, int8_t *out, uint8_t *arena)", "{", "    int rc;",
             "    if (!in || !out || !arena) {", "        return TK_ERR_ARG;", "    }", *calls, "    return TK_OK;", "}", "",
             f"const tk_model_t {name}_model = {{",
@@ -345,6 +387,7 @@ extern const unsigned int {name}_tflite_len;
         "source": {"onnx": source_name, "sha256": source_sha256},
         "arena_bytes": arena,
         "weight_bytes": weight_bytes,
+        "wide_weights": wide,
         "tflite_bytes": len(tflite) if tflite is not None else None,
         "macs": macs,
         "input": {"shape": list(t_in.shape), "layout": "NHWC", "scale": t_in.scale, "zero_point": t_in.zero_point},

@@ -54,7 +54,11 @@ typedef struct {
     const int32_t *bias;       /* [out_c] at scale in_scale * w_scale[c] */
     const int32_t *multiplier; /* [out_c] Q31 */
     const int32_t *shift;      /* [out_c] */
+    const int16_t *weights_wide; /* tk_conv2d_wide_s8 only: int16 weights in its loop order (see tk_conv.c) */
 } tk_conv_params_t;
+
+/* Bytes of scratch tk_conv2d_wide_s8 needs: two pixels' int16 patches, K = kh*kw*in_c rounded up to 4. */
+#define TK_CONV_WIDE_SCRATCH(kh, kw, in_c) (4 * (((kh) * (kw) * (in_c) + 3) / 4 * 4))
 
 typedef struct {
     int32_t size;
@@ -71,6 +75,9 @@ int tk_conv2d_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *out);
 int tk_conv2d_3x3_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *out);
 /* 1x1 kernels, stride 1, no padding: a matrix product over pixels. */
 int tk_conv2d_1x1_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *out);
+/* Any kernel size, stride and padding, from int16 weights laid out by `toolkit export` (p->weights_wide;
+ * p->weights unused): the fast path. `scratch`: TK_CONV_WIDE_SCRATCH bytes, 4-aligned. */
+int tk_conv2d_wide_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
 /* Depthwise (channel multiplier 1), any kernel size, stride and padding. */
 int tk_depthwise_conv2d_s8(const tk_conv_params_t *p, const int8_t *in, int8_t *out);
 
@@ -97,6 +104,15 @@ int tk_pad_s8(const int8_t *in, tk_shape_t in_shape, int32_t top, int32_t left, 
 
 /* The fixed-point primitive (exposed for tests): round(x * multiplier * 2^(shift - 31)), TFLite's way. */
 int32_t tk_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
+
+/* Per-layer profiling: generated code calls TK_LAYER_DONE(i) after layer i. Built with -DTK_PROFILE_LAYERS it
+ * calls tk_profile_layer_done(i), which the program defines (benchmarks/engine_table.py's harness does). */
+#ifdef TK_PROFILE_LAYERS
+void tk_profile_layer_done(int layer);
+#define TK_LAYER_DONE(i) tk_profile_layer_done(i)
+#else
+#define TK_LAYER_DONE(i)
+#endif
 
 /* 1 when the DSP (SIMD) path was compiled in, else 0. */
 int tk_kernels_use_dsp(void);

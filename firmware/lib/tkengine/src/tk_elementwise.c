@@ -6,16 +6,27 @@
 
 int tk_add_s8(const tk_add_params_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
+    /* an int8 input takes 256 values: each input's rescaled value is tabulated once (2 x 1 KB of stack)
+     * instead of costing two fixed-point multiplies per element */
+    int32_t table1[256], table2[256];
+    const int32_t *const t1 = table1 + 128, *const t2 = table2 + 128; /* indexed by the int8 value */
     int32_t i;
     if (!p || !in1 || !in2 || !out || p->size < 0 || p->left_shift < 0 || p->left_shift > 22) {
         return TK_ERR_ARG;
     }
-    for (i = 0; i < p->size; ++i) {
-        /* read both inputs before writing: out may alias in1 or in2 */
-        const int32_t a = ((int32_t)in1[i] - p->in1_zp) * (1 << p->left_shift);
-        const int32_t b = ((int32_t)in2[i] - p->in2_zp) * (1 << p->left_shift);
-        const int32_t sum = tk_mbqm(a, p->in1_multiplier, p->in1_shift) + tk_mbqm(b, p->in2_multiplier, p->in2_shift);
-        out[i] = tk_clamp_s8(tk_mbqm(sum, p->out_multiplier, p->out_shift) + p->out_zp, p->act_min, p->act_max);
+    for (i = -128; i < 128; ++i) {
+        table1[i + 128] = tk_mbqm((i - p->in1_zp) * (1 << p->left_shift), p->in1_multiplier, p->in1_shift);
+        table2[i + 128] = tk_mbqm((i - p->in2_zp) * (1 << p->left_shift), p->in2_multiplier, p->in2_shift);
+    }
+    {
+        /* locals, not p->...: the int8 stores may alias the params, which would force a reload per element */
+        const int32_t size = p->size, out_multiplier = p->out_multiplier, out_shift = p->out_shift;
+        const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
+        for (i = 0; i < size; ++i) {
+            /* read both inputs before writing: out may alias in1 or in2 */
+            const int32_t sum = t1[in1[i]] + t2[in2[i]];
+            out[i] = tk_clamp_s8(tk_mbqm(sum, out_multiplier, out_shift) + out_zp, act_min, act_max);
+        }
     }
     return TK_OK;
 }
@@ -28,15 +39,29 @@ static inline int8_t rescale_one(const tk_rescale_t *r, int32_t q, int32_t act_m
     return tk_clamp_s8(tk_mbqm(q - r->in_zp, r->multiplier, r->shift) + r->out_zp, act_min, act_max);
 }
 
+/* rescale_one of all 256 int8 values, into table[0..255]; returns table + 128, indexed by the int8 value: per
+ * element a table load instead of the arithmetic */
+static const int8_t *rescale_table(const tk_rescale_t *r, int32_t act_min, int32_t act_max, int8_t *table)
+{
+    int32_t q;
+    for (q = -128; q < 128; ++q) {
+        table[q + 128] = rescale_one(r, q, act_min, act_max);
+    }
+    return table + 128;
+}
+
 int tk_requantize_s8(const tk_rescale_t *r, int32_t act_min, int32_t act_max, const int8_t *in, int32_t size,
                      int8_t *out)
 {
+    int8_t table[256];
+    const int8_t *t;
     int32_t i;
     if (!r || !in || !out || size < 0) {
         return TK_ERR_ARG;
     }
+    t = rescale_table(r, act_min, act_max, table);
     for (i = 0; i < size; ++i) {
-        out[i] = rescale_one(r, in[i], act_min, act_max);
+        out[i] = t[in[i]];
     }
     return TK_OK;
 }
@@ -45,7 +70,8 @@ int tk_concat_s8(const int8_t *const *inputs, const int32_t *channels, const int
                  const tk_rescale_t *rescale, int32_t n_inputs, int32_t out_h, int32_t out_w, int32_t act_min,
                  int32_t act_max, int8_t *out)
 {
-    int32_t y, x, i, c;
+    int8_t table[256];
+    int32_t y, x, i, c, out_c = 0, c0 = 0;
     if (!inputs || !channels || !rescale || !out || n_inputs <= 0 || out_h <= 0 || out_w <= 0) {
         return TK_ERR_ARG;
     }
@@ -55,15 +81,18 @@ int tk_concat_s8(const int8_t *const *inputs, const int32_t *channels, const int
                          out_w % factors[2 * i + 1] != 0))) {
             return TK_ERR_ARG;
         }
+        out_c += channels[i];
     }
-    for (y = 0; y < out_h; ++y) {
-        for (x = 0; x < out_w; ++x) {
-            for (i = 0; i < n_inputs; ++i) {
-                const int32_t fh = factors ? factors[2 * i] : 1, fw = factors ? factors[2 * i + 1] : 1;
-                const int8_t *src = inputs[i] + ((y / fh) * (out_w / fw) + x / fw) * channels[i];
-                const tk_rescale_t *r = &rescale[i];
-                for (c = 0; c < channels[i]; ++c) {
-                    *out++ = rescale_one(r, src[c], act_min, act_max);
+    /* one input at a time, into its channel range of every output pixel */
+    for (i = 0; i < n_inputs; c0 += channels[i], ++i) {
+        const int32_t fh = factors ? factors[2 * i] : 1, fw = factors ? factors[2 * i + 1] : 1, n = channels[i];
+        const int8_t *const t = rescale_table(&rescale[i], act_min, act_max, table);
+        for (y = 0; y < out_h; ++y) {
+            for (x = 0; x < out_w; ++x) {
+                const int8_t *src = inputs[i] + ((y / fh) * (out_w / fw) + x / fw) * n;
+                int8_t *dst = out + (y * out_w + x) * out_c + c0;
+                for (c = 0; c < n; ++c) {
+                    dst[c] = t[src[c]];
                 }
             }
         }

@@ -16,4 +16,28 @@
 #define TK_USE_DSP 0
 #endif
 
+#if TK_USE_DSP
+#include <stdint.h>
+
+/* 4-byte loads/stores at any alignment (Cortex-M4/M7 LDR/STR allow it). __builtin_memcpy stays inline even
+ * under -ffreestanding / -fno-builtin, where a plain memcpy becomes a call into the C library. */
+static inline uint32_t tk_ld32(const void *p)
+{
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+
+static inline void tk_st32(void *p, uint32_t v)
+{
+    __builtin_memcpy(p, &v, 4);
+}
+
+/* GCC 12's arm_acle.h has no __ror; this pattern compiles to one ROR (often folded into SXTB16). */
+static inline uint32_t tk_ror8(uint32_t v)
+{
+    return (v >> 8) | (v << 24);
+}
+#endif
+
 #endif /* TK_SIMD_H */

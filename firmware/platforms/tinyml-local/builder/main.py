@@ -5,6 +5,7 @@ from the project's `ld/` folder); an env without a board is the host (gcc from P
 runs the result: the host program directly, a QEMU board under `qemu-system-arm -icount`.
 """
 
+import json
 import os
 import shutil
 
@@ -13,12 +14,15 @@ from SCons.Script import AlwaysBuild, Default, DefaultEnvironment
 env = DefaultEnvironment()
 project_dir = env.subst("$PROJECT_DIR")
 board = env.BoardConfig() if env.get("BOARD") else None
-common_flags = ["-O2", "-g", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra"]
+platform_dir = env.PioPlatform().get_dir()
+with open(os.path.join(platform_dir, "build_flags.json")) as f:
+    flags = json.load(f)  # shared with the export tests and the engine benchmarks
+common_flags = flags["ccflags"]
 
 if board is None:
     # Host build: the PlatformIO `native` idea, without the registry's `native` platform.
     env.Replace(CC="gcc", CXX="g++", AR="ar", RANLIB="ranlib", LINK="gcc", PROGSUFFIX="")
-    env.Append(CCFLAGS=common_flags, CFLAGS=["-std=c11"], LINKFLAGS=["-Wl,--gc-sections"], LIBS=["m"])
+    env.Append(CCFLAGS=common_flags, CFLAGS=flags["cflags"], LINKFLAGS=["-Wl,--gc-sections"], LIBS=["m"])
 else:
     prefix = "arm-none-eabi-"
     if not shutil.which(prefix + "gcc"):
@@ -40,8 +44,8 @@ else:
     )
     env.Append(
         ASFLAGS=machine,
-        CCFLAGS=machine + common_flags + ["-ffreestanding"],
-        CFLAGS=["-std=c11"],
+        CCFLAGS=machine + common_flags,
+        CFLAGS=flags["cflags"],
         CPPDEFINES=[("F_CPU", board.get("build.f_cpu", "0"))],
         LINKFLAGS=machine + [
             "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections",
