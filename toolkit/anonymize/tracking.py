@@ -22,6 +22,10 @@ def _field(person, name):
     return person.get(name) if isinstance(person, dict) else getattr(person, name, None)
 
 
+def _usable(box: np.ndarray) -> bool:
+    return box.shape == (4,) and bool(np.isfinite(box).all()) and box[2] > box[0] and box[3] > box[1]
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
@@ -75,6 +79,8 @@ class FaceTracker:
 
     def _cost(self, track: _Track, box: np.ndarray, person) -> float:
         """0 (same place) .. 1 (barely plausible); inf when the face cannot be this track's."""
+        if not _usable(box):
+            return np.inf
         iou = box_iou(track.predicted(), box)
         if iou >= self.min_iou:
             return 1.0 - iou
@@ -85,7 +91,8 @@ class FaceTracker:
 
     def update(self, persons: list, image_shape) -> tuple[list[int], list[dict]]:
         """Track ids of this frame's faces, and the persons with their smoothed face boxes (as dicts)."""
-        boxes = [np.asarray(_field(p, "face_box"), dtype=np.float64) for p in persons]
+        boxes = [np.asarray(_field(p, "face_box") if _field(p, "face_box") is not None else np.nan, dtype=np.float64)
+                 for p in persons]
         cost = np.array([[self._cost(t, b, p) for b, p in zip(boxes, persons)] for t in self.tracks])
         ids: list[int | None] = [None] * len(persons)
         if cost.size:
@@ -99,6 +106,11 @@ class FaceTracker:
                 track.missed += 1
         out = []
         for k, (person, box) in enumerate(zip(persons, boxes)):
+            if not _usable(box):
+                # Left as detected: the pipeline fails this face closed. It still gets an id of its own.
+                ids[k], self.next_id = self.next_id, self.next_id + 1
+                out.append(person)
+                continue
             if ids[k] is None:
                 track = _Track(self.next_id, box.copy(), np.zeros(4), None, None)
                 self.next_id += 1
