@@ -36,17 +36,24 @@ def _cut_person(name: str) -> tuple[np.ndarray, np.ndarray]:
     return crop, np.array([(cx - left) * scale, (cy - top) * scale])
 
 
-def crossing_frames(n_frames: int = 12) -> tuple[list[np.ndarray], list[dict[int, tuple[float, float]]]]:
-    """RGB frames, and per frame {person index: true face centre (x, y)} of everyone fully in view."""
+def crossing_frames(n_frames: int = 12, still: int | None = None
+                    ) -> tuple[list[np.ndarray], list[dict[int, tuple[float, float]]]]:
+    """RGB frames, and per frame {person index: true face centre (x, y)} of everyone fully in view.
+
+    still: person 0 or 1 stands where they start (the others still walk past), for measuring flicker.
+    """
+    if still not in (None, 0, 1):
+        raise ValueError(f"still must be None, 0 or 1 (person 2 enters the frame), got {still}")
     W, H = SIZE
     people = [_cut_person(name) for name in PEOPLE]
     frames, truth = [], []
     for t in range(n_frames):
         frame = np.full((H, W, 3), 128, np.uint8)
-        placements = [(0, 20 + 60 * t, 10),  # walks right, leaves at the right edge
-                      (1, W - 20 - people[1][0].shape[1] - 45 * t, 120)]  # walks left, crosses person 0
+        walked = [t if k != still else 0 for k in range(len(PEOPLE))]
+        placements = [(0, 20 + 60 * walked[0], 10),  # walks right, leaves at the right edge
+                      (1, W - 20 - people[1][0].shape[1] - 45 * walked[1], 120)]  # walks left, crosses person 0
         if t >= n_frames // 3:
-            placements.append((2, W - 50 * (t - n_frames // 3 + 1), 240))  # enters from the right
+            placements.append((2, W - 50 * (walked[2] - n_frames // 3 + 1), 240))  # enters from the right
         centres = {}
         for k, x, y in placements:
             crop, face = people[k]
