@@ -10,7 +10,9 @@ with --no-track (seed = face index in its frame).
 
 Figures, all on the written (lossless FFV1) frames, at the detector's own face boxes (the --no-track run
 does no smoothing, so its report holds them), with people identified by the tracked run's track ids:
-  same person   dlib L2 between one person's generated faces in consecutive frames (lower = steadier)
+  same person   dlib L2 between one person's generated faces in consecutive frames (lower = steadier);
+                also over only the pairs where the person's index in the frame changed (people crossing,
+                entering, leaving): there --no-track changes the person's seed
   different     dlib L2 between two people's generated faces in the same frame (the scale to compare to)
   flicker       mean absolute change (0..255) of a still person's face box between consecutive frames;
                 "still" = the detected box centre moved under 5 % of the face size
@@ -59,7 +61,7 @@ def figures(written, detections, people) -> dict:
     from toolkit.eval.metrics import face_embedding
 
     emb = [[face_embedding(img, box) for box in boxes] for img, boxes in zip(written, detections)]
-    same, different, flicker = [], [], []
+    same, reordered, different, flicker = [], [], [], []
     for t in range(len(written)):
         for a in range(len(people[t])):
             different += [float(np.linalg.norm(emb[t][a] - emb[t][b])) for b in range(a + 1, len(people[t]))]
@@ -70,6 +72,8 @@ def figures(written, detections, people) -> dict:
                 continue
             b = people[t + 1].index(person)
             same.append(float(np.linalg.norm(emb[t][a] - emb[t + 1][b])))
+            if a != b:  # the person's index in the frame changed: without tracking, so did its seed
+                reordered.append(same[-1])
             box_a, box_b = np.asarray(detections[t][a]), np.asarray(detections[t + 1][b])
             size = max(box_a[2] - box_a[0], box_a[3] - box_a[1])
             moved = np.linalg.norm((box_a[:2] + box_a[2:]) / 2 - (box_b[:2] + box_b[2:]) / 2)
@@ -78,7 +82,7 @@ def figures(written, detections, people) -> dict:
                 x0, y0, x1, y1 = box_pixels(union, written[t].shape)
                 diff = np.abs(written[t + 1][y0:y1, x0:x1].astype(np.float64) - written[t][y0:y1, x0:x1])
                 flicker.append(float(diff.mean()))
-    return {"same": same, "different": different, "flicker": flicker}
+    return {"same": same, "reordered": reordered, "different": different, "flicker": flicker}
 
 
 def cell(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -115,8 +119,9 @@ def main() -> int:
         print(f"model {args.model} (stage {(inpainter.manifest or {}).get('stage')}, {inpainter.resolution} px), "
               f"seed {args.seed}\n")
         print("| video | tracking | faces | face size (px, median) | same person, next frame (dlib L2) | "
-              "different people, same frame (dlib L2) | still-person flicker (mean abs, 0-255) |")
-        print("|---|---|---|---|---|---|---|")
+              "same person, next frame, index changed | different people, same frame (dlib L2) | "
+              "still-person flicker (mean abs, 0-255) |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, video in videos.items():
             tracked, tracked_frames = anonymize(video, tmp / "tracked", inpainter, args.model, args.seed, True)
             plain, plain_frames = anonymize(video, tmp / "plain", inpainter, args.model, args.seed, False)
@@ -126,7 +131,7 @@ def main() -> int:
             for label, written in (("yes", tracked_frames), ("no (--no-track)", plain_frames)):
                 fig = figures(written, detections, people)
                 print(f"| {name} | {label} | {len(sizes)} | {np.median(sizes):.0f} | {cell(fig['same'])} | "
-                      f"{cell(fig['different'])} | {cell(fig['flicker'], '{:.2f}')} |")
+                      f"{cell(fig['reordered'])} | {cell(fig['different'])} | {cell(fig['flicker'], '{:.2f}')} |")
     return 0
 
 

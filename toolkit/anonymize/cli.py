@@ -33,6 +33,12 @@ Exit status: 0 when every input was written, 1 when any input was refused or unr
 errors. A JSON report (default OUT/%s) lists per input: status, reason, faces (boxes,
 keypoints, scores), method, model, seed and time per face.
 
+Scale: under `torchrun --nproc_per_node N -m toolkit.cli anonymize ...` (or `accelerate launch`) each
+process takes a stable share of the inputs on its own device and one merged report comes out. Re-running
+the same command into the same --out resumes: inputs written by an earlier run with the same settings
+(settings_hash in the report) are skipped; --restart redoes everything. In videos a tracker gives each
+person one seed for the whole video and smooths face boxes over time (--no-track: seed + face index).
+
 Output formats: PNG/BMP/TIFF/PPM images keep their format; JPEG and other lossy inputs are written as PNG
 (lossless) unless --format keep (then JPEG is re-encoded, which changes pixels everywhere). Videos use the
 lossless FFV1 codec (.avi/.mkv kept, other containers written as .mkv). COCO mode always keeps file names.
@@ -103,6 +109,7 @@ def register(subparsers) -> None:
                    help="lossless (default): PNG/FFV1 where the input format is lossy; keep: keep every suffix")
     g.add_argument("--fourcc", help="video codec FourCC to force (default FFV1, lossless)")
     g.add_argument("--report", metavar="PATH", help=f"report file (default OUT/{REPORT_NAME})")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("scale (datasets and videos)")
     g.add_argument("--restart", action="store_true",
                    help="redo every input; by default a re-run into the same --out skips inputs an earlier run "
@@ -110,7 +117,6 @@ def register(subparsers) -> None:
     g.add_argument("--no-track", action="store_true",
                    help="videos: seed face k of each frame with --seed + k instead of tracking each person "
                         "(one seed per person for the whole video) and smoothing face boxes over time")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
