@@ -444,16 +444,18 @@ def anonymize_files(inputs, out_dir, opts: Options, *, coco=None, images_root=No
     if coco is not None:
         settings["coco"] = {"annotation": str(coco), "images_root": str(images_root), "annotation_out": str(ann_dst)}
     fingerprint = {"toolkit_version": __version__, **settings}
-    if model is not None and opts.method == "ddpm":
-        fingerprint["model_sha256"] = model_fingerprint(model) if Path(model).is_dir() else str(model)
+    # A model handed over in memory, without its run folder, cannot be identified: such runs do not resume.
+    resumable = opts.method != "ddpm" or (model is not None and Path(model).is_dir())
+    if opts.method == "ddpm" and resumable:
+        fingerprint["model_sha256"] = model_fingerprint(model)
     digest = settings_hash(fingerprint)
     header = {"model": None if model is None else str(model), **settings, "settings_hash": digest,
               "batch_size": opts.batch_size, "device": shard.device, "processes": shard.world_size,
               "out": str(out_dir)}
 
-    journal = Journal(out_dir, shard.rank, digest)
+    journal = Journal(out_dir, shard.rank, digest) if resumable else None
     if shard.is_main:
-        if restart:
+        if restart and journal is not None:
             journal.clear()
         if coco is not None:
             # The annotation is copied byte for byte; it stays valid because images keep their names/sizes.
