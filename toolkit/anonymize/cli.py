@@ -33,6 +33,12 @@ Exit status: 0 when every input was written, 1 when any input was refused or unr
 errors. A JSON report (default OUT/%s) lists per input: status, reason, faces (boxes,
 keypoints, scores), method, model, seed and time per face.
 
+Scale: under `torchrun --nproc_per_node N -m toolkit.cli anonymize ...` (or `accelerate launch`) each
+process takes a stable share of the inputs on its own device and one merged report comes out. Re-running
+the same command into the same --out resumes: inputs written by an earlier run with the same settings
+(settings_hash in the report) are skipped; --restart redoes everything. In videos a tracker gives each
+person one seed for the whole video and smooths face boxes over time (--no-track: seed + face index).
+
 Output formats: PNG/BMP/TIFF/PPM images keep their format; JPEG and other lossy inputs are written as PNG
 (lossless) unless --format keep (then JPEG is re-encoded, which changes pixels everywhere). Videos use the
 lossless FFV1 codec (.avi/.mkv kept, other containers written as .mkv). COCO mode always keeps file names.
@@ -80,7 +86,9 @@ def register(subparsers) -> None:
                    help="refuse images (and videos with a frame) where no face is detected, instead of "
                         "writing them unchanged")
     g = p.add_argument_group("generation (--method ddpm)")
-    g.add_argument("--seed", type=int, default=0, help="random seed: face k of each image/frame uses seed+k, so results do not depend on batching (default 0)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="random seed: face k of each image uses seed+k, person t of a video (track t) seed+t, so "
+                        "results do not depend on batching or on the number of processes (default 0)")
     g.add_argument("--steps", type=_positive_int, help="sampling steps (default: the model's own)")
     g.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's own)")
     g.add_argument("--rg-weight", type=float, help="reconstruction guidance weight (default: the model's own)")
@@ -106,11 +114,18 @@ def register(subparsers) -> None:
     g.add_argument("--fourcc", help="video codec FourCC to force (default FFV1, lossless)")
     g.add_argument("--report", metavar="PATH", help=f"report file (default OUT/{REPORT_NAME})")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("scale (datasets and videos)")
+    g.add_argument("--restart", action="store_true",
+                   help="redo every input; by default a re-run into the same --out skips inputs an earlier run "
+                        "finished with the same settings (the settings hash in the report)")
+    g.add_argument("--no-track", action="store_true",
+                   help="videos: seed face k of each frame with --seed + k instead of tracking each person "
+                        "(one seed per person for the whole video) and smoothing face boxes over time")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from toolkit.anonymize.runner import anonymize_files, check_sampling, exit_code, load_model, resolve_device
+    from toolkit.anonymize.shard import current_shard
 
     if not args.inputs and not args.coco:
         raise ValueError("no inputs: give image files, folders or videos, or --coco ann.json --images-root DIR")
@@ -123,24 +138,38 @@ def run(args) -> int:
                    mask_color=tuple(args.mask_color), prior_strength=args.prior_strength, sampling=sampling)
     if args.blur_sigma is not None and not args.blur_sigma > 0:
         raise ValueError(f"--blur-sigma must be positive, got {args.blur_sigma}")
-    inpainter, device = None, "cpu"
+    # Under torchrun / accelerate launch: this process's share of the inputs and its own device.
+    shard = current_shard(args.device if args.method == "ddpm" else "cpu")
+    try:
+        return _run(args, opts, sampling, shard)
+    finally:
+        shard.close()
+
+
+def _run(args, opts: Options, sampling: dict, shard) -> int:
+    from toolkit.anonymize.runner import anonymize_files, check_sampling, exit_code, load_model
+
+    inpainter = None
     if args.method == "ddpm":
         if not args.model:
             raise ValueError("--method ddpm needs --model RUN (a trained teacher or distilled student run); "
                              "or choose --method blur, pixelate or mask")
-        device = resolve_device(args.device)
-        inpainter = load_model(args.model, device)
+        inpainter = load_model(args.model, shard.device)
         check_sampling(inpainter, sampling)
-    elif args.model:
+    elif args.model and shard.is_main:
         print(f"toolkit anonymize: note: --model is ignored with --method {args.method}", file=sys.stderr)
     report = anonymize_files(
         args.inputs, args.out, opts, coco=args.coco, images_root=args.images_root, inpainter=inpainter,
-        model=args.model if args.method == "ddpm" else None, device=device, require_face=args.require_face,
-        image_format=args.format, report_path=args.report, progress=not args.quiet, fourcc=args.fourcc,
+        model=args.model if args.method == "ddpm" else None, require_face=args.require_face,
+        image_format=args.format, report_path=args.report, progress=not args.quiet and shard.is_main,
+        fourcc=args.fourcc, track=not args.no_track, restart=args.restart, shard=shard,
     )
+    if not shard.is_main:
+        return exit_code(report)
     s = report["summary"]
-    print(f"anonymize: {s['written']}/{s['inputs']} written ({s['no_face_detected']} with no face detected), "
-          f"{s['refused']} refused, {s['error']} unreadable; faces: {s['faces_anonymized']} replaced, "
+    resumed = f", {report['resumed_inputs']} of them done by an earlier run" if report["resumed_inputs"] else ""
+    print(f"anonymize: {s['written']}/{s['inputs']} written{resumed} ({s['no_face_detected']} with no face "
+          f"detected), {s['refused']} refused, {s['error']} unreadable; faces: {s['faces_anonymized']} replaced, "
           f"{s['faces_masked']} masked, {s['faces_failed']} failed; report: "
           f"{args.report or f'{args.out}/{REPORT_NAME}'}")
     for e in report["items"]:

@@ -265,9 +265,8 @@ def _run_inpainter(inpainter, jobs: list[dict], opts: Options, progress=None) ->
                 torch.from_numpy(np.stack([j["mask"] for j in chunk]))[:, None],
                 torch.from_numpy(np.stack([j["keypoints"] for j in chunk])),
                 torch.from_numpy(np.stack([j["visible"] for j in chunk])),
-                # One seed per face: --seed plus the face's index in its image. Results then do not depend
-                # on batch composition, and in a video face k keeps the same noise from frame to frame.
-                seed=[int(opts.seed) + int(j["where"][1]) for j in chunk],
+                # One seed per face (see anonymize_batch): results do not depend on batch composition.
+                seed=[int(j["seed"]) for j in chunk],
                 **start_from,
                 **opts.sampling,
             )
@@ -294,11 +293,13 @@ def _run_inpainter(inpainter, jobs: list[dict], opts: Options, progress=None) ->
 
 
 def anonymize_batch(images: list[np.ndarray], persons: list[list], opts: Options, inpainter=None,
-                    progress=None) -> list[ImageResult]:
+                    progress=None, seeds: list[list[int]] | None = None) -> list[ImageResult]:
     """Replace the faces of several images at once (faces of all images share the generation batches).
 
     `persons[i]` are the detections of `images[i]` (Person objects or dicts with face_box, keypoints,
-    visible, ...). Input arrays are not modified.
+    visible, ...). `seeds[i][k]` is the generation seed of face k of image i; by default --seed plus the
+    face's index in its image (a video tracker passes --seed plus the person's track id instead).
+    Input arrays are not modified.
     """
     if len(images) != len(persons):
         raise ValueError("images and persons must have the same length")
@@ -319,6 +320,7 @@ def anonymize_batch(images: list[np.ndarray], persons: list[list], opts: Options
                     continue
                 faces[i][k]["crop_box"] = list(job["crop_box"])
                 job["where"] = (i, k)
+                job["seed"] = int(opts.seed) + k if seeds is None else seeds[i][k]
                 jobs.append(job)
         _run_inpainter(inpainter, jobs, opts, progress)
         for job in jobs:

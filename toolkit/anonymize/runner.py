@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +29,13 @@ from toolkit.anonymize.media import (
 )
 from toolkit.anonymize.baselines import mask_box
 from toolkit.anonymize.pipeline import Options, anonymize_batch, face_record
+from toolkit.anonymize.resume import Journal, model_fingerprint, settings_hash
+from toolkit.anonymize.shard import Shard
+from toolkit.anonymize.tracking import FaceTracker
 from toolkit.artifacts import write_json_atomic
 from toolkit.images import ImageReadError, load_rgb, save_rgb
 
 WRITTEN = ("ok", "no_face_detected")
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA GPU is available (use --device auto or cpu)")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"unknown --device {device!r}; use auto, cpu or cuda")
-    return device
 
 
 def load_model(run_dir, device: str):
@@ -119,17 +111,18 @@ def _annotated_face_box(points: np.ndarray, image_shape) -> list[float]:
 
 class Runner:
     def __init__(self, opts: Options, *, inpainter=None, detector=None, require_face: bool = False,
-                 progress: bool = True, fourcc: str | None = None, model: str | None = None,
-                 device: str = "cpu", jpeg_quality: int = 95):
+                 progress: bool = True, fourcc: str | None = None, jpeg_quality: int = 95, track: bool = True,
+                 shard: Shard | None = None, journal: Journal | None = None):
         self.opts = opts
         self.inpainter = inpainter
         self.detector = detector
         self.require_face = require_face
         self.progress = progress
         self.fourcc = fourcc
-        self.model = model
-        self.device = device
         self.jpeg_quality = jpeg_quality
+        self.track = track
+        self.shard = shard or Shard()
+        self.journal = journal
         self.coco_points: dict = {}
 
     # -- detection -------------------------------------------------------------------------------
@@ -140,9 +133,9 @@ class Runner:
             self.detector = detect
         return list(self.detector(image))
 
-    # -- one image -------------------------------------------------------------------------------
-    def process_images(self, items: list[Item]) -> list[dict]:
-        """Read and detect each image, then replace the faces of all of them in shared generation batches."""
+    # -- images ----------------------------------------------------------------------------------
+    def load_images(self, items: list[Item]) -> tuple[list[dict], list[tuple]]:
+        """Read and detect each image (runs on the prefetch thread while the previous group generates)."""
         entries, loaded = [], []
         for item in items:
             entry = {"input": str(item.src), "output": None, "kind": "image", "status": "error", "reason": "",
@@ -163,6 +156,10 @@ class Runner:
                 continue
             persons = self._add_missed_annotated(item, image, persons, entry)
             loaded.append((item, entry, image, persons, time.perf_counter() - t0))
+        return entries, loaded
+
+    def replace_faces(self, entries: list[dict], loaded: list[tuple]) -> list[dict]:
+        """Replace the faces of loaded images in shared generation batches; write what may be written."""
         if not loaded:
             return entries
         t0 = time.perf_counter()
@@ -232,6 +229,7 @@ class Runner:
         try:
             writer = VideoWriter(item.dst, reader.fps, (reader.width, reader.height), self.fourcc)
             bar = self._bar(total=reader.frame_count or None, desc=item.src.name, unit="frame", leave=False)
+            tracker = FaceTracker() if self.track else None
             status, reason = "ok", ""
             for frames in reader.frames(max(1, int(self.opts.batch_size))):
                 try:
@@ -239,10 +237,19 @@ class Runner:
                 except Exception as exc:  # noqa: BLE001
                     status, reason = "error", f"detection failed at frame {entry['frames']}: {exc}"
                     break
-                results = anonymize_batch(frames, persons, self.opts, self.inpainter)
+                seeds = None
+                if tracker is not None:
+                    tracked = [tracker.update(ps, f.shape) for ps, f in zip(persons, frames)]
+                    # One seed per person for the whole video: the replacement stays the same person.
+                    seeds = [[self.opts.seed + i for i in ids] for ids, _ in tracked]
+                    persons = [ps for _, ps in tracked]
+                results = anonymize_batch(frames, persons, self.opts, self.inpainter, seeds=seeds)
                 refused = None
-                for r in results:
+                for j, r in enumerate(results):
                     n = entry["frames"]
+                    if seeds is not None:
+                        for face, track_id in zip(r.faces, tracked[j][0]):
+                            face["track_id"] = track_id
                     entry["frame_faces"].append({"frame": n, "status": r.status, "faces": r.faces})
                     if r.status == "no_face_detected":
                         entry["frames_no_face"] += 1
@@ -284,32 +291,79 @@ class Runner:
 
     # -- whole run -------------------------------------------------------------------------------
     def run(self, items: list[Item], report_path: Path, header: dict) -> dict:
-        report = {"toolkit_version": __version__, "command": "anonymize",
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **header, "summary": {}, "items": []}
-        bar = self._bar(total=len(items), desc="anonymize", unit="file")
-        group = max(1, int(self.opts.batch_size))
+        """Process this process's share of `items` (skipping those the journal has), merge, report.
+
+        Every process returns the merged report; the main process writes it.
+        """
+        mine = [(i, it) for i, it in enumerate(items) if self.shard.owns(str(it.src))]
+        done = self.journal.load() if self.journal is not None else {}
+        entries: dict[int, dict] = {}
+        todo = []
+        for i, it in mine:
+            rec = done.get(str(it.src))
+            if rec is not None and Journal.still_valid(rec):
+                entries[i] = rec["entry"]
+            else:
+                todo.append((i, it))
+        bar = self._bar(total=len(mine), initial=len(mine) - len(todo), desc="anonymize", unit="file")
         try:
-            i = 0
-            while i < len(items):
-                if items[i].kind == "video":
-                    chunk, entries = items[i : i + 1], [self.process_video(items[i])]
-                else:
-                    # Consecutive images are read and detected, then generated together (one batch on a GPU).
-                    j = i
-                    while j < len(items) and j - i < group and items[j].kind == "image":
-                        j += 1
-                    chunk = items[i:j]
-                    entries = self.process_images(chunk)
-                for item, entry in zip(chunk, entries):
-                    report["items"].append(entry)
-                    bar.set_postfix_str(f"{entry['status']}: {item.src.name}", refresh=False)
+            for chunk, chunk_entries in self._process(todo):
+                for (i, it), entry in zip(chunk, chunk_entries):
+                    if self.journal is not None:
+                        self.journal.record(entry)
+                    entries[i] = entry
+                    bar.set_postfix_str(f"{entry['status']}: {it.src.name}", refresh=False)
                     bar.update(1)
-                i += len(chunk)
+        except BaseException:
+            if self.shard.world_size == 1:  # the others of a group cannot join a merge now
+                self._write_report(report_path, header, [entries[i] for i in sorted(entries)], len(items))
+            raise
         finally:
             bar.close()
-            report["summary"] = summarize(report["items"])
-            report["complete"] = len(report["items"]) == len(items)
-            write_json_atomic(report_path, report)
+        gathered = self.shard.gather((entries, len(mine) - len(todo)))
+        report = None
+        if self.shard.is_main:
+            merged = {i: e for part, _ in gathered for i, e in part.items()}
+            header = {**header, "resumed_inputs": sum(skipped for _, skipped in gathered)}
+            report = self._write_report(report_path, header, [merged[i] for i in sorted(merged)], len(items))
+        return self.shard.broadcast(report)
+
+    def _process(self, todo: list[tuple[int, Item]]):
+        """Yield (chunk, entries): videos one by one, images in groups of --batch-size.
+
+        The next image group is read and detected on a prefetch thread while this one generates.
+        Videos detect on the calling thread, and never while a prefetch runs (one detector at a time).
+        """
+        group = max(1, int(self.opts.batch_size))
+        chunks, i = [], 0
+        while i < len(todo):
+            j = i + 1
+            if todo[i][1].kind == "image":
+                while j < len(todo) and j - i < group and todo[j][1].kind == "image":
+                    j += 1
+            chunks.append(todo[i:j])
+            i = j
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="anonymize-prefetch") as pool:
+            def prefetch(k):
+                if k < len(chunks) and chunks[k][0][1].kind == "image":
+                    return pool.submit(self.load_images, [it for _, it in chunks[k]])
+                return None
+
+            pending = prefetch(0)
+            for k, chunk in enumerate(chunks):
+                if chunk[0][1].kind == "video":
+                    yield chunk, [self.process_video(chunk[0][1])]
+                    pending = prefetch(k + 1)
+                else:
+                    loaded = pending.result()
+                    pending = prefetch(k + 1)
+                    yield chunk, self.replace_faces(*loaded)
+
+    def _write_report(self, report_path: Path, header: dict, entries: list[dict], planned: int) -> dict:
+        report = {"toolkit_version": __version__, "command": "anonymize",
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **header,
+                  "summary": summarize(entries), "complete": len(entries) == planned, "items": entries}
+        write_json_atomic(report_path, report)
         return report
 
 
@@ -336,15 +390,19 @@ def summarize(entries: list[dict]) -> dict:
 
 
 def anonymize_files(inputs, out_dir, opts: Options, *, coco=None, images_root=None, inpainter=None,
-                    detector=None, model=None, device: str = "cpu", require_face: bool = False,
-                    image_format: str = "lossless", report_path=None, progress: bool = True,
-                    fourcc: str | None = None) -> dict:
+                    detector=None, model=None, require_face: bool = False, image_format: str = "lossless",
+                    report_path=None, progress: bool = True, fourcc: str | None = None, track: bool = True,
+                    restart: bool = False, shard: Shard | None = None) -> dict:
     """Anonymize files/folders/videos (or a COCO set) into `out_dir`; returns the report (also written).
 
     Everything that can be checked before work starts (inputs exist, --out is safe, model given for ddpm)
-    raises; per-file problems are recorded in the report instead.
+    raises; per-file problems are recorded in the report instead. Under a multi-process launcher, `shard`
+    (see `toolkit.anonymize.shard.current_shard`) says which inputs this process does; every process
+    returns the merged report. Inputs a previous run into the same `out_dir` finished with the same
+    settings are skipped (see `toolkit.anonymize.resume`) unless `restart`.
     """
     out_dir = Path(out_dir)
+    shard = shard or Shard()
     if opts.method == "ddpm" and inpainter is None:
         raise ValueError("--method ddpm needs --model RUN (a trained teacher or distilled student run); "
                          "or choose --method blur, pixelate or mask")
@@ -363,35 +421,53 @@ def anonymize_files(inputs, out_dir, opts: Options, *, coco=None, images_root=No
         raise ValueError(f"--report {report_path} is an input file")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    runner = Runner(opts, inpainter=inpainter, detector=detector, require_face=require_face, progress=progress,
-                    fourcc=fourcc, model=model, device=device)
-    header = {
-        "method": opts.method, "model": None if model is None else str(model), "seed": opts.seed,
-        "sampling": dict(opts.sampling), "on_miss": opts.on_miss, "require_face": require_face,
-        "batch_size": opts.batch_size, "feather": opts.feather, "device": device,
-        "format": "keep (coco)" if coco else image_format, "out": str(out_dir),
+    # What decides the outputs: a change in any of these makes a re-run redo every input.
+    settings = {
+        "method": opts.method, "seed": opts.seed, "sampling": dict(opts.sampling), "on_miss": opts.on_miss,
+        "require_face": require_face, "feather": opts.feather, "format": "keep (coco)" if coco else image_format,
+        "track": track, "fourcc": fourcc,
     }
     if inpainter is not None and opts.method == "ddpm":
         manifest = getattr(inpainter, "manifest", None) or {}
         preset = manifest.get("preset")
-        header["model_info"] = {
+        settings["model_info"] = {
             "stage": manifest.get("stage"), "resolution": int(inpainter.resolution),
             "preset": preset.get("name") if isinstance(preset, dict) else preset,
             "sampling_defaults": getattr(inpainter, "defaults", None),
         }
     if opts.method == "blur":
-        header["blur_sigma"] = opts.blur_sigma if opts.blur_sigma is not None else "auto (face side / 8)"
+        settings["blur_sigma"] = opts.blur_sigma if opts.blur_sigma is not None else "auto (face side / 8)"
     if opts.method == "pixelate":
-        header["pixel_blocks"] = opts.pixel_blocks
+        settings["pixel_blocks"] = opts.pixel_blocks
+    if opts.method == "mask" or opts.on_miss == "mask":
+        settings["mask_color"] = list(opts.mask_color)
+    if coco is not None:
+        settings["coco"] = {"annotation": str(coco), "images_root": str(images_root), "annotation_out": str(ann_dst)}
+    fingerprint = {"toolkit_version": __version__, **settings}
+    # A model handed over in memory, without its run folder, cannot be identified: such runs do not resume.
+    resumable = opts.method != "ddpm" or (model is not None and Path(model).is_dir())
+    if opts.method == "ddpm" and resumable:
+        fingerprint["model_sha256"] = model_fingerprint(model)
+    digest = settings_hash(fingerprint)
+    header = {"model": None if model is None else str(model), **settings, "settings_hash": digest,
+              "batch_size": opts.batch_size, "device": shard.device, "processes": shard.world_size,
+              "out": str(out_dir)}
+
+    journal = Journal(out_dir, shard.rank, digest) if resumable else None
+    if shard.is_main:
+        if restart and journal is not None:
+            journal.clear()
+        if coco is not None:
+            # The annotation is copied byte for byte; it stays valid because images keep their names/sizes.
+            ann_dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ann_dst.with_name(f".{ann_dst.name}.tmp")
+            shutil.copyfile(coco, tmp)
+            tmp.replace(ann_dst)
+    shard.barrier()  # nobody reads the journal before --restart has cleared it
+    runner = Runner(opts, inpainter=inpainter, detector=detector, require_face=require_face, progress=progress,
+                    fourcc=fourcc, track=track, shard=shard, journal=journal)
     if coco is not None:
         runner.coco_points = coco_face_points(coco_data)
-        header.update(coco={"annotation": str(coco), "images_root": str(images_root),
-                            "annotation_out": str(ann_dst)})
-        # The annotation is copied byte for byte; it stays valid because images keep their names/sizes.
-        ann_dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ann_dst.with_name(f".{ann_dst.name}.tmp")
-        shutil.copyfile(coco, tmp)
-        tmp.replace(ann_dst)
     return runner.run(items, report_path, header)
 
 
