@@ -21,12 +21,10 @@ from pathlib import Path
 # Steps per stage: the default aims at <= 30 minutes on 2 CPU cores; --fast is CI's smoke size (the chain, not
 # the quality). eval_images: how many of the anonymized photos `toolkit eval` measures (None = all).
 SIZES = {
-    "default": {"teacher_preset": "base32", "train_steps": 1500, "distill_steps": 600, "qat_steps": 200,
-                "teacher_steps": 25, "bench_runs": 3, "pose_steps": 2000, "pose_preset": "mcu96",
-                "pose_qat_steps": 100, "eval_images": None},
-    "fast": {"teacher_preset": "tiny32", "train_steps": 100, "distill_steps": 40, "qat_steps": 10,
-             "teacher_steps": 10, "bench_runs": 1, "pose_steps": 30, "pose_preset": "tiny", "pose_qat_steps": 5,
-             "eval_images": 3},
+    "default": {"train_steps": 1500, "distill_steps": 600, "qat_steps": 200, "teacher_steps": 25, "bench_runs": 3,
+                "pose_steps": 2000, "pose_preset": "mcu96", "pose_qat_steps": 100, "eval_images": None},
+    "fast": {"train_steps": 100, "distill_steps": 40, "qat_steps": 10, "teacher_steps": 10, "bench_runs": 1,
+             "pose_steps": 30, "pose_preset": "tiny", "pose_qat_steps": 5, "eval_images": 3},
 }
 TARGET = "stm32h743"
 BENCH_BOARD = "qemu-m7"
@@ -87,7 +85,7 @@ def _stages(out: Path, size: dict, threads: int):
         ("training-photos", _copy_training_photos, training),
         ("dataset", ["data", "build", "--images", str(training), "--out", str(data), "--size", "64",
                      "--min-face", "12", "--min-inside", str(TRAIN_MIN_INSIDE), "--quiet"], data),
-        ("teacher", ["train", "--data", str(data), "--preset", size["teacher_preset"], "--out", str(teacher),
+        ("teacher", ["train", "--data", str(data), "--preset", "tiny32", "--out", str(teacher),
                      "--max-steps", str(size["train_steps"]), "--checkpoint-every", "100"], teacher),
         ("anonymize-teacher", ["anonymize", str(photos), "--out", str(out / "anonymized-teacher"),
                                "--model", str(teacher), *teacher_flags], out / "anonymized-teacher"),
@@ -228,7 +226,8 @@ def run(args) -> int:
                 if rc == 0 and name in AFTER:
                     AFTER[name](target)
             except BaseException as exc:
-                _say_failed(name, "interrupted" if isinstance(exc, KeyboardInterrupt) else "an exception, below", args)
+                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "an exception, below"
+                _say_failed(name, why, args)
                 raise
             if rc != 0:
                 _say_failed(name, f"exit {rc}, the reason is printed above", args)

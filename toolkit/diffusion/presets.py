@@ -48,24 +48,7 @@ PRESETS = {
                   "ema_decay": 0.999, "cfg_dropout": 0.1, "flip": True, "num_workers": 2,
                   "sample_every": 2000, "checkpoint_every": 1000},
     },
-    # The demo's CPU preset: 4x the parameters of tiny32 at ~2.3x its step time. tiny32 cannot hold a face
-    # in 100 faces' worth of training: its samples stay speckled (docs/anonymize.md, ablation).
-    "base32": {
-        "resolution": 32,
-        "unet": {
-            "block_out_channels": [32, 64, 64],
-            "down_block_types": ["DownBlock2D", "DownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "UpBlock2D", "UpBlock2D"],
-            "layers_per_block": 1,
-            "norm_num_groups": 8,
-        },
-        "noise": {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction"},
-        "keypoint_sigma": 1.0,
-        "train": {"batch_size": 16, "lr": 1e-3, "warmup_steps": 50, "max_steps": 1500,
-                  "ema_decay": 0.995, "cfg_dropout": 0.1, "flip": True, "num_workers": 0,
-                  "sample_every": 0, "checkpoint_every": 100},
-    },
-    # CPU preset for tests: a few hundred steps in minutes on 2 cores. No attention (slow on CPU).
+    # CPU preset for tests and demos: a few hundred steps in minutes on 2 cores. No attention (slow on CPU).
     "tiny32": {
         "resolution": 32,
         "unet": {
