@@ -240,3 +240,6 @@ def test_generated_faces_split_over_two_processes_and_resume(tmp_path, photo_dir
     assert main(args + ["--out", str(one)]) == 0
     again = json.loads((one / "anonymize_report.json").read_text())
     assert again["resumed_inputs"] == len(PHOTOS) and comparable(again) == comparable(r1)
+    # another start from the face prior is another output: nothing is resumed
+    assert main(args + ["--out", str(one), "--prior-strength", "0.9"]) == 0
+    assert json.loads((one / "anonymize_report.json").read_text())["resumed_inputs"] == 0

@@ -82,7 +82,7 @@ if not firmware.exported_models(fw / "generated"):
     smoke = fw / ".pio" / "smoke"
     fw = firmware.copy_project(smoke / "fw")
     for kind in ("student", "every"):
-        firmware.export_model(build_qdq_model(kind, smoke / "onnx"), "qemu-m4", f"smoke_{kind}", fw_dir=fw)
+        firmware.export_model(build_qdq_model(kind, smoke / "onnx"), "qemu-m4", fw, name=f"smoke_{kind}")
     for env in ("native", "qemu_m4", "qemu_m7"):
         pio.build(env, fw_dir=fw)
 names = firmware.exported_models(fw / "generated")

@@ -435,6 +435,8 @@ def anonymize_files(inputs, out_dir, opts: Options, *, coco=None, images_root=No
             "preset": preset.get("name") if isinstance(preset, dict) else preset,
             "sampling_defaults": getattr(inpainter, "defaults", None),
         }
+        if getattr(inpainter, "face_prior", None) is not None:  # the prior file is in the model's fingerprint
+            settings["prior_strength"] = opts.prior_strength
     if opts.method == "blur":
         settings["blur_sigma"] = opts.blur_sigma if opts.blur_sigma is not None else "auto (face side / 8)"
     if opts.method == "pixelate":

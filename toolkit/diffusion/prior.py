@@ -114,16 +114,15 @@ def _box_of(mask: np.ndarray) -> np.ndarray:
 
 
 def build_face_prior(dataset_root, size: int, split: str = "train", max_faces: int = MAX_FACES) -> FacePrior:
-    """The mean face of a dataset's faces, each aligned on its nose and eyes to their mean position."""
-    from toolkit.data.fdf import FDFDataset
+    """The mean face of a dataset's faces, each aligned on its nose and eyes to their mean position.
+
+    One image in memory at a time (FDF256 at 256 px would not fit otherwise)."""
+    from toolkit.data.fdf import FDFDataset, visible_points
 
     data = FDFDataset(dataset_root, split, size=size)
     n = min(len(data), max_faces)
-    items = [data.get(i) for i in range(n)]
-    images = [(it["image"].permute(1, 2, 0).numpy() + 1) / 2 for it in items]
-    kps = np.stack([it["keypoints"].numpy() for it in items])
-    vis = np.stack([it["visible"].numpy() for it in items])
-    boxes = np.stack([it["box"].numpy() for it in items]).astype(np.float64) / size
+    kps = data.landmarks[:n].astype(np.float64)
+    vis = np.stack([visible_points(kp) for kp in kps])
     full = vis[:, list(ANCHORS)].all(axis=1)
     if not full.any():
         raise ValueError(f"{dataset_root}: no training face shows its nose and both eyes; cannot build a face prior")
@@ -131,15 +130,19 @@ def build_face_prior(dataset_root, size: int, split: str = "train", max_faces: i
     mean_kp = np.full((7, 2), -1.0)
     mean_kp[seen] = (kps * vis[..., None]).sum(0)[seen] / vis.sum(0)[seen][:, None]
     all_vis = np.ones(7, bool)
-    acc = np.zeros((size, size, 3), np.float64)
-    for img, kp in zip([im for im, f in zip(images, full) if f], kps[full]):
-        m = _anchor_transform(kp, all_vis, mean_kp, all_vis, size)
-        acc += cv2.warpAffine(img.astype(np.float32), m, (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+    acc, boxes, gray = np.zeros((size, size, 3), np.float64), np.zeros(4), True
+    for i in range(n):
+        item = data.get(i)
+        img = (item["image"].permute(1, 2, 0).numpy() + 1) / 2
+        gray = gray and bool(np.allclose(img[..., 0], img[..., 1], atol=2 / 255)
+                             and np.allclose(img[..., 1], img[..., 2], atol=2 / 255))
+        boxes += item["box"].numpy() / size
+        if full[i]:
+            m = _anchor_transform(kps[i], all_vis, mean_kp, all_vis, size)
+            acc += cv2.warpAffine(img.astype(np.float32), m, (size, size), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
     mean_face = (acc / full.sum()).astype(np.float32) * 2 - 1
-    gray = all(np.allclose(im[..., 0], im[..., 1], atol=2 / 255) and np.allclose(im[..., 1], im[..., 2], atol=2 / 255)
-               for im in images)
-    return FacePrior(mean_face, mean_kp.astype(np.float32), boxes.mean(0).astype(np.float32),
+    return FacePrior(mean_face, mean_kp.astype(np.float32), (boxes / n).astype(np.float32),
                      "luma" if gray else "rgb", int(full.sum()))
 
 
