@@ -15,6 +15,7 @@ from toolkit.diffusion.prior import (
     colour_from_context,
     load_prior,
     skin_tone,
+    start_index,
     structure_init,
 )
 
@@ -114,7 +115,7 @@ def test_prior_travels_teacher_student_and_student_start(tiny_student_run):
     student = load_inpainter(tiny_student_run)
     assert student.face_prior is not None
     t = student.student.timesteps
-    assert student.first_step(1.0) == 0 and student.first_step(0.0) == len(t) - 1
+    assert start_index(t, 1.0) == 0 and start_index(t, 0.0) == len(t) - 1
     manifest = json.loads((tiny_student_run / "toolkit.json").read_text())
     assert manifest["stage"] == "student"
 

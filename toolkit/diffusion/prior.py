@@ -76,6 +76,16 @@ def copy_prior(src_dir, dst_dir) -> bool:
     return src.exists()
 
 
+START_OPTIONS = ("init_image", "strength")  # what both samplers' `inpaint` take for the SDEdit start
+
+
+def start_index(timesteps, strength: float) -> int:
+    """SDEdit start, the same rule for teacher and student: the first of the sampler's (descending) timesteps
+    at or below strength x (its first timestep + 1); its last step at most."""
+    limit = strength * (int(timesteps[0]) + 1)
+    return next((k for k, t in enumerate(timesteps) if int(t) <= limit), len(timesteps) - 1)
+
+
 def _anchor_transform(src_kp, src_vis, dst_kp, dst_vis, size: int):
     """2x3 affine taking src crop pixels to dst crop pixels, from the nose and eyes both sides see.
 

@@ -23,6 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from toolkit.diffusion.model import condition_channels, null_condition
+from toolkit.diffusion.prior import START_OPTIONS, start_index
 
 SCHEDULERS = {
     "ddpm": DDPMScheduler,
@@ -31,7 +32,6 @@ SCHEDULERS = {
 }
 
 SAMPLING_DEFAULTS = {"scheduler": "ddim", "steps": 25, "cfg_scale": 1.5, "rg_weight": 0.0, "repaint": True}
-START_OPTIONS = ("init_image", "strength")  # SDEdit start (toolkit.diffusion.prior); per call, no defaults
 
 
 def make_scheduler(name: str, config: dict):
@@ -128,8 +128,7 @@ def guided_inpaint(
     x = randn_tensor((b, 3, s, s), generator=gens, device=device) * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
     if init_image is not None and strength < 1.0:
-        first = int((timesteps > strength * (int(timesteps[0]) + 1)).sum())
-        first = min(first, len(timesteps) - 1)  # at least one step
+        first = start_index(timesteps, strength)
         timesteps = timesteps[first:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(first)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from toolkit.artifacts import read_manifest
+from toolkit.diffusion.prior import START_OPTIONS, start_index
 from toolkit.distill.student import Student
 
 STAGE = "student"
@@ -113,12 +114,6 @@ class StudentInpainter:
         self.steps = student.num_steps
         self.defaults = {"steps": self.steps}
 
-    def first_step(self, strength: float) -> int:
-        """SDEdit start: the first step whose timestep is at or below strength x (t_0 + 1), the teacher's rule;
-        its last step at most."""
-        limit = strength * (self.student.timesteps[0] + 1)
-        return next((k for k, t in enumerate(self.student.timesteps) if t <= limit), self.steps - 1)
-
     @torch.no_grad()
     def inpaint(self, images, masks, keypoints, visible, *, seed=0, noise=None, return_info=False,
                 progress=False, max_batch: int = 256, **sampling):
@@ -127,8 +122,7 @@ class StudentInpainter:
         seed: int (image i uses seed+i) or one seed per image, as for the teacher: equal seeds, equal noise.
         cfg_scale / rg_weight / scheduler / repaint / eta are accepted and ignored: the guidance is baked in.
         """
-        unknown = set(sampling) - {"steps", "cfg_scale", "rg_weight", "scheduler", "repaint", "eta", "init_image",
-                                   "strength"}
+        unknown = set(sampling) - {"steps", "cfg_scale", "rg_weight", "scheduler", "repaint", "eta", *START_OPTIONS}
         if unknown:
             raise ValueError(f"unknown sampling option(s): {', '.join(sorted(unknown))}")
         steps = sampling.get("steps")
@@ -153,7 +147,7 @@ class StudentInpainter:
         init_image, first = sampling.get("init_image"), 0
         if init_image is not None:
             init_image = init_image.float().cpu()
-            first = self.first_step(float(sampling.get("strength", 1.0)))
+            first = start_index(self.student.timesteps, float(sampling.get("strength", 1.0)))
         outs = []
         for i in range(0, B, max_batch):
             sl = slice(i, i + max_batch)
