@@ -1,5 +1,7 @@
 /* Host test runner for a generated model: reads the int8 input, runs <model>_invoke with a canary-filled
- * arena, writes the int8 output and prints the highest arena byte the run touched.
+ * arena, writes the int8 output and prints the highest arena byte the run touched. The input and output live
+ * inside the arena at the plan's offsets (the memory the model needs is the arena alone), unless the model
+ * has none (TK_NO_OFFSET).
  *   cc ... -DTK_MODEL=student_model -DTK_MODEL_HEADER='"student.h"' harness.c ...
  *   ./run in.bin out.bin   ->  "arena_size=N touched=M dsp=0|1 rc=0"  */
 #include <stdio.h>
@@ -116,10 +118,19 @@ int main(int argc, char **argv)
     /* two runs with complementary fill patterns: a written byte can equal at most one of them */
     for (p = 0; p < 2; ++p) {
         uint32_t t;
+        const int io_in_arena = m->input_offset != TK_NO_OFFSET && m->output_offset != TK_NO_OFFSET;
+        int8_t *const run_in = io_in_arena ? (int8_t *)(arena + m->input_offset) : in;
+        int8_t *const run_out = io_in_arena ? (int8_t *)(arena + m->output_offset) : out;
         memset(arena, patterns[p], total);
+        if (io_in_arena) {
+            memcpy(run_in, in, m->input_size);
+        }
         ticks_start();
-        rc |= m->invoke(in, out, arena);
+        rc |= m->invoke(run_in, run_out, arena);
         ticks = ticks_stop();
+        if (io_in_arena) {
+            memcpy(out, run_out, m->output_size);
+        }
         t = highest_touched(arena, total, patterns[p]);
         touched = t > touched ? t : touched;
     }

@@ -14,11 +14,16 @@ the order of its inner loop (`wide_weights`), and the op gets a scratch buffer i
 int16 patches (TK_CONV_WIDE_SCRATCH). Without `wide` (flash too small for int16 weights) they keep int8
 weights and the int8 kernels.
 
-Arena plan: every intermediate tensor lives from the op that writes it to the last op that reads it; a wide
-convolution's scratch lives during its op only. Tensors are placed greedily, largest first, at the lowest
-offset that overlaps no tensor alive at the same time (as TFLM's greedy planner). Elementwise ops (add,
-requantize) write in place over an input that dies there. The model input is read from `in` and the output
-written to `out`, so neither takes arena space.
+Arena plan: every tensor lives from the op that writes it to the last op that reads it; a wide convolution's
+scratch lives during its op only. The model input and output are planned like the others, so a caller may
+keep them inside the arena (`<NAME>_INPUT_OFFSET`, `_OUTPUT_OFFSET`; separate buffers work too). Buffers are
+placed at the lowest offset that overlaps no buffer alive at the same time, in three orders (largest first,
+as TFLM's greedy planner; largest size x lifetime first; first use first), the smallest arena kept.
+Elementwise ops (add, requantize) write in place over an input that dies there. Where the peak is a chain of
+convolutions (or a concat feeding one) whose intermediate tensors only feed the next op, the chain runs in
+row bands (`Chain`): only a few rows of each intermediate exist at a time and none is computed twice, as
+MCUNetV2's patch-based inference does for its high-resolution layers. Concats rescale through tables computed
+here, so a band costs no table set-up.
 """
 
 from __future__ import annotations
@@ -80,18 +85,138 @@ def wide_weights(op) -> np.ndarray:
     return padded.reshape(-1, 4, kp // 2, 2).transpose(0, 2, 1, 3).reshape(-1)
 
 
+def concat_tables(op) -> np.ndarray:
+    """tk_concat_s8's tables: per input, its rescale to the output of every int8 value -128..127 (int8ref's
+    arithmetic, so kernel and reference agree by construction)."""
+    from toolkit.deploy.int8ref import requantize
+
+    q = np.arange(-128, 128, dtype=np.int32)
+    return np.concatenate([requantize(q, r, op.params["act_min"], op.params["act_max"]).astype(np.int8)
+                           for r in op.params["rescale"]])
+
+
 def scratch_name(i: int) -> str:
     return f"scratch:{i}"
 
 
+BAND_ROWS = (8, 4, 2, 1)  # output rows per band tried for a chain, largest first (fewer calls)
+BANDABLE = ("conv", "depthwise")
+MIN_BAND_SAVING = 1024  # bytes a (re)banding must save: every band costs calls and window moves (instructions)
+
+
+@dataclass
+class Chain:
+    """Ops first..last run together in row bands at op `last` (MCUNetV2-style patch execution, by rows): each
+    op but the last writes only a window of `windows[k]` rows of its output, which slides down as the last op's
+    output is produced `rows` rows at a time; rows two bands share stay (moved up), none is computed twice.
+    `table[k]`: per band (window's first row, rows a..b to compute, rows to drop, rows to keep, first input row,
+    input rows, pad_top) for op k."""
+    first: int
+    last: int
+    rows: int
+    windows: dict
+    table: dict
+
+
+def _rows_in(op, a: int, b: int, in_h: int) -> tuple[int, int]:
+    """Input rows [lo, hi) a convolution reads for its output rows [a, b)."""
+    k, s, pad = op.params["kernel"][0], op.params["stride"][0], op.params["pad"][0]
+    return max(0, a * s - pad), min(in_h, (b - 1) * s - pad + k)
+
+
+def chains(graph: IntGraph) -> list:
+    """Maximal runs first..last where each op's output is read only by the next op, a convolution, as its
+    input: a concat (only at the head) or convolutions."""
+    readers = {}
+    for i, op in enumerate(graph.ops):
+        for t in op.inputs:
+            readers.setdefault(t, []).append(i)
+    runs, i = [], 0
+    while i < len(graph.ops) - 1:
+        j = i
+        while (j + 1 < len(graph.ops) and graph.ops[j].output != graph.output
+               and readers.get(graph.ops[j].output) == [j + 1] and graph.ops[j + 1].kind in BANDABLE
+               and graph.ops[j + 1].inputs[0] == graph.ops[j].output
+               and (graph.ops[j].kind in BANDABLE or (j == i and graph.ops[j].kind == "concat"))):
+            j += 1
+        if j > i:
+            runs.append((i, j))
+        i = j + 1
+    return runs
+
+
+def band_chain(graph: IntGraph, first: int, last: int, rows: int) -> Chain:
+    ops = graph.ops
+    height = {k: graph.tensors[ops[k].output].shape[1] for k in range(first, last + 1)}
+    have = {k: (0, 0) for k in range(first, last)}
+    windows = {k: 0 for k in range(first, last)}
+    table = {k: [] for k in range(first, last + 1)}
+    for r0 in range(0, height[last], rows):
+        need = {last: (r0, min(r0 + rows, height[last]))}
+        for k in range(last, first, -1):
+            need[k - 1] = _rows_in(ops[k], *need[k], height[k - 1])
+        for k in range(first, last + 1):
+            lo, hi = need[k]
+            if k < last:
+                plo, phi = have[k]
+                keep = max(0, phi - lo)
+                drop, a = (lo - plo if keep else 0), lo + keep
+                have[k] = (lo, hi)
+                windows[k] = max(windows[k], hi - lo)
+            else:
+                keep = drop = 0
+                a = lo
+                lo = 0  # the last op writes its full output
+            in_row = in_rows = pad_top = 0
+            if ops[k].kind != "concat" and hi > a:
+                in_h = graph.tensors[ops[k].inputs[0]].shape[1]
+                ilo, ihi = _rows_in(ops[k], a, hi, in_h)
+                in_row, in_rows = ilo - (need[k - 1][0] if k > first else 0), ihi - ilo
+                pad_top = ilo - (a * ops[k].params["stride"][0] - ops[k].params["pad"][0])
+            table[k].append((lo, a, hi, drop, keep, in_row, in_rows, pad_top))
+    return Chain(first, last, rows, windows, table)
+
+
 def plan_arena(graph: IntGraph, wide: bool = False) -> dict:
-    """Offsets of the intermediate tensors (and, with `wide`, of each wide convolution's scratch under the name
-    scratch_name(op index)): {'size': bytes, 'offsets': {tensor: offset}, 'buffers': [...]}."""
+    """Offsets of the tensors (and, with `wide`, of each wide convolution's scratch under the name
+    scratch_name(op index)): {'size': bytes, 'offsets': {tensor: offset}, 'buffers': [...], 'chains': {...}}.
+    The model input and output are planned too (their offsets are where a caller may keep them inside the
+    arena). Then, while the peak step lies in a chain (see `chains`) and banding it saves MIN_BAND_SAVING
+    bytes, that chain runs in row bands; last, each banded chain gets the tallest bands (fewest calls and
+    window moves) that keep the arena that small."""
+    runs = chains(graph)
+    best = _plan(graph, wide, {})
+    while True:  # smallest arena: band the chain at the peak step, in the band height that saves most
+        step = peak_layer(graph, best)[0]
+        run = next((r for r in runs if r[0] <= step <= r[1]), None)
+        if run is None:
+            break
+        trial = min((_plan(graph, wide, {**best["chains"], run[1]: band_chain(graph, *run, rows)})
+                     for rows in reversed(BAND_ROWS)), key=lambda t: (t["size"], peak_layer(graph, t)[1]))
+        if trial["size"] > best["size"] - MIN_BAND_SAVING:
+            break
+        best = trial
+    for last, c in sorted(best["chains"].items()):  # then the tallest bands that keep that arena
+        for rows in BAND_ROWS:
+            if rows > c.rows:
+                trial = _plan(graph, wide, {**best["chains"], last: band_chain(graph, c.first, last, rows)})
+                if trial["size"] <= best["size"]:
+                    best = trial
+                    break
+    return best
+
+
+def _plan(graph: IntGraph, wide: bool, banded: dict) -> dict:
+    """The greedy plan with the chains in `banded` ({last op: Chain}) run in bands at their last op."""
     producer = {op.output: i for i, op in enumerate(graph.ops)}
+    slot = {}  # the step an op runs at: a banded chain's ops all run at its last op
+    for c in banded.values():
+        slot.update((k, c.last) for k in range(c.first, c.last + 1))
+    windows = {k: c.windows[k] for c in banded.values() for k in c.windows}
     last_use = {}
     for i, op in enumerate(graph.ops):
         for t in op.inputs:
-            last_use[t] = i
+            last_use[t] = max(last_use.get(t, 0), slot.get(i, i))
     in_arena = [op.output for op in graph.ops if op.output != graph.output]
     buffer_of = {}
     buffers = []
@@ -99,7 +224,8 @@ def plan_arena(graph: IntGraph, wide: bool = False) -> dict:
         t = op.output
         if t not in in_arena:
             continue
-        size = graph.tensors[t].size
+        _, _, w, c = graph.tensors[t].shape
+        size = windows[i] * w * c if i in windows else graph.tensors[t].size
         target = None
         if op.kind in IN_PLACE_KINDS:
             for src in op.inputs:
@@ -108,28 +234,50 @@ def plan_arena(graph: IntGraph, wide: bool = False) -> dict:
                     target = b
                     break
         if target is None:
-            target = Buffer([], size, i, i)
+            target = Buffer([], size, slot.get(i, i), slot.get(i, i))
             buffers.append(target)
         target.tensors.append(t)
         target.last = max(target.last, last_use.get(t, i))
         buffer_of[t] = target
+    buffers.append(Buffer([graph.input], graph.tensors[graph.input].size, 0, last_use.get(graph.input, 0)))
+    out_step = slot.get(producer[graph.output], producer[graph.output])
+    buffers.append(Buffer([graph.output], graph.tensors[graph.output].size, out_step, len(graph.ops) - 1))
     if wide:
-        buffers += [Buffer([scratch_name(i)], 4 * wide_patch_len(op), i, i)
+        buffers += [Buffer([scratch_name(i)], 4 * wide_patch_len(op), slot.get(i, i), slot.get(i, i))
                     for i, op in enumerate(graph.ops) if op.kind == "conv"]
-    # greedy by size; ties broken by first use then name so the plan is deterministic
-    placed = []
-    for b in sorted(buffers, key=lambda b: (-b.size, b.first, b.tensors[0])):
-        live = sorted((p for p in placed if p.first <= b.last and b.first <= p.last), key=lambda p: p.offset)
-        offset = 0
-        for p in live:
-            if offset + b.size <= p.offset:
-                break
-            offset = max(offset, _align(p.offset + p.size))
-        b.offset = offset
-        placed.append(b)
-    size = max((b.offset + b.size for b in buffers), default=0)
-    offsets = {t: b.offset for b in buffers for t in b.tensors}
-    return {"size": size, "offsets": offsets, "buffers": buffers, "producer": producer, "last_use": last_use}
+    size, offsets = _place(buffers)
+    return {"size": size, "offsets": offsets, "buffers": buffers, "producer": producer, "last_use": last_use,
+            "chains": dict(banded)}
+
+
+# placement orders tried (the smallest arena wins): largest first (TFLM's greedy planner), largest
+# size x lifetime first, and by first use (long-lived early buffers at the bottom)
+_ORDERS = (lambda b: (-b.size, b.first, b.tensors[0]),
+           lambda b: (-b.size * (b.last - b.first + 1), b.first, b.tensors[0]),
+           lambda b: (b.first, -b.size, b.tensors[0]))
+
+
+def _place(buffers: list) -> tuple[int, dict]:
+    """Offsets for the buffers: each at the lowest offset that overlaps no buffer alive at the same time,
+    in each of _ORDERS; sets b.offset from the best order and returns (arena size, {tensor: offset})."""
+    best = None
+    for order in _ORDERS:
+        placed, at = [], {}
+        for b in sorted(buffers, key=order):
+            live = sorted((p for p in placed if p.first <= b.last and b.first <= p.last), key=lambda p: at[id(p)])
+            offset = 0
+            for p in live:
+                if offset + b.size <= at[id(p)]:
+                    break
+                offset = max(offset, _align(at[id(p)] + p.size))
+            at[id(b)] = offset
+            placed.append(b)
+        size = max((at[id(b)] + b.size for b in buffers), default=0)
+        if best is None or size < best[0]:
+            best = (size, at)
+    for b in buffers:
+        b.offset = best[1][id(b)]
+    return best[0], {t: b.offset for b in buffers for t in b.tensors}
 
 
 def _align(n: int) -> int:
@@ -207,6 +355,38 @@ def _describe(op, graph) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # generation
 
+def _chain_code(c: Chain, info: dict, graph: IntGraph, arena_ptr) -> list:
+    """C running the ops of chain `c` band by band (see Chain); info[k]: how op k is called."""
+    lines = [f"    {{ /* ops {c.first}-{c.last} in row bands of {c.rows}: windows of "
+             + ", ".join(f"{c.windows[k]} rows (op {k})" for k in sorted(c.windows)) + " */"]
+    head = info[c.first]
+    if head["kind"] == "concat":
+        lines.append(f"        {head['srcs']}")
+    lines += ["        tk_conv_params_t band;", "        int32_t n;", f"        for (n = 0; n < {len(c.table[c.last])}; ++n) {{",
+              "            const int16_t *t;"]
+    for k in range(c.first, c.last + 1):
+        op, d = graph.ops[k], info[k]
+        _, _, w, ch = graph.tensors[op.output].shape
+        row = w * ch
+        dst = arena_ptr(op.output)
+        lines.append(f"            t = {d['li']}_band[n]; /* op {k} */")
+        if k < c.last:
+            lines += ["            if (t[4] > 0) {",
+                      f"                memmove({dst}, {dst} + t[3] * {row}, (size_t)(t[4] * {row}));", "            }"]
+        lines.append("            if (t[2] > t[1]) {")
+        if op.kind == "concat":
+            lines.append(f"                rc = tk_concat_s8(srcs, {d['args']}, t[1], t[2] - t[1], {dst} + (t[1] - t[0]) * {row});")
+        else:
+            _, _, iw, ic = graph.tensors[op.inputs[0]].shape
+            src = d["in"] if k == c.first else arena_ptr(op.inputs[0])
+            lines += [f"                band = {d['li']};", "                band.in.h = t[6];", "                band.pad_top = t[7];",
+                      "                band.out.h = t[2] - t[1];",
+                      f"                rc = {d['fn']}(&band, {src} + t[5] * {iw * ic}, {dst} + (t[1] - t[0]) * {row}{d['scratch']});"]
+        lines += ["                if (rc != TK_OK) {", "                    return rc;", "                }", "            }"]
+    lines += ["        }", "    }"]
+    return lines
+
+
 def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: str = "",
              tflite: bytes | None = None, wide: bool = True) -> tuple[dict, dict]:
     """The generated files as {file name: text} and the plan report (a JSON-able dict). `wide`: convolutions
@@ -230,6 +410,11 @@ def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: s
     weights_c = [f"/* {name}_weights.c: constants of model '{name}' (flash). Generated by `toolkit export` "
                  f"from {source_name}; do not edit. */", "#include <stdint.h>", "", '#include "tk_kernels.h"', ""]
     decls, params, calls, layers = [], [], [], []
+    chain_of = {k: c for c in plan["chains"].values() for k in range(c.first, c.last + 1)}
+    info = {}
+
+    def arena_ptr(t: str) -> str:
+        return "out" if t == graph.output else f"((int8_t *)(arena + {offsets[t]}))"
     for i, op in enumerate(graph.ops):
         p = op.params
         li = f"{name}_l{i}"
@@ -256,7 +441,9 @@ def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: s
                 + (f"    NULL, {li}_bias, {li}_multiplier, {li}_shift, {li}_weights_wide,\n}};" if is_wide else
                    f"    {li}_weights, {li}_bias, {li}_multiplier, {li}_shift, NULL,\n}};"))
             scratch = f", (int16_t *)(arena + {offsets[scratch_name(i)]})" if is_wide else ""
-            calls.append(f"    rc = {fn}(&{li}, {cptr(op.inputs[0])}, {ptr(op.output)}{scratch});")
+            info[i] = {"kind": op.kind, "li": li, "fn": fn, "scratch": scratch, "in": cptr(op.inputs[0])}
+            if i not in chain_of:
+                calls.append(f"    rc = {fn}(&{li}, {cptr(op.inputs[0])}, {ptr(op.output)}{scratch});")
         elif op.kind == "add":
             b_in = graph.tensors[op.inputs[1]]
             params.append(
@@ -266,25 +453,27 @@ def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: s
                 f"    {p['left_shift']},\n    {y.zero_point}, {p['out'][0]}, {p['out'][1]},\n"
                 f"    {p['act_min']}, {p['act_max']},\n}};")
             calls.append(f"    rc = {fn}(&{li}, {cptr(op.inputs[0])}, {cptr(op.inputs[1])}, {ptr(op.output)});")
-        elif op.kind in ("requantize", "concat"):
-            rs = p["rescale"] if op.kind == "concat" else [p["rescale"]]
-            rows = ",\n".join(f"    {{{int(r['identity'])}, {r['in_zp']}, {r['multiplier']}, {r['shift']}, {r['out_zp']}}}"
-                              for r in rs)
-            params.append(f"static const tk_rescale_t {li}_rescale[{len(rs)}] = {{\n{rows},\n}};")
-            if op.kind == "requantize":
-                calls.append(f"    rc = {fn}(&{li}_rescale[0], {p['act_min']}, {p['act_max']}, "
-                             f"{cptr(op.inputs[0])}, {y.size}, {ptr(op.output)});")
-            else:
-                chans = ", ".join(str(graph.tensors[t].shape[3]) for t in op.inputs)
-                params.append(f"static const int32_t {li}_channels[{len(op.inputs)}] = {{{chans}}};")
-                factors = p.get("factors") or [(1, 1)] * len(op.inputs)
-                fac = ", ".join(f"{fh}, {fw}" for fh, fw in factors)
-                params.append(f"static const int32_t {li}_factors[{2 * len(op.inputs)}] = {{{fac}}};")
-                srcs = ", ".join(cptr(t) for t in op.inputs)
+        elif op.kind == "requantize":
+            r = p["rescale"]
+            params.append(f"static const tk_rescale_t {li}_rescale[1] = {{\n    {{{int(r['identity'])}, {r['in_zp']}, "
+                          f"{r['multiplier']}, {r['shift']}, {r['out_zp']}}},\n}};")
+            calls.append(f"    rc = {fn}(&{li}_rescale[0], {p['act_min']}, {p['act_max']}, "
+                         f"{cptr(op.inputs[0])}, {y.size}, {ptr(op.output)});")
+        elif op.kind == "concat":
+            chans = ", ".join(str(graph.tensors[t].shape[3]) for t in op.inputs)
+            params.append(f"static const int32_t {li}_channels[{len(op.inputs)}] = {{{chans}}};")
+            factors = p.get("factors") or [(1, 1)] * len(op.inputs)
+            fac = ", ".join(f"{fh}, {fw}" for fh, fw in factors)
+            params.append(f"static const int32_t {li}_factors[{2 * len(op.inputs)}] = {{{fac}}};")
+            params.append(_c_array("int8_t", f"{li}_tables", concat_tables(op), 16, 4).replace("const", "static const", 1))
+            srcs = ", ".join(cptr(t) for t in op.inputs)
+            concat_args = f"{li}_channels, {li}_factors, {li}_tables, {len(op.inputs)}, {y.shape[1]}, {y.shape[2]}"
+            info[i] = {"kind": "concat", "li": li, "args": concat_args,
+                       "srcs": f"const int8_t *const srcs[{len(op.inputs)}] = {{{srcs}}};"}
+            if i not in chain_of:
                 calls.append("    {")
                 calls.append(f"        const int8_t *const srcs[{len(op.inputs)}] = {{{srcs}}};")
-                calls.append(f"        rc = {fn}(srcs, {li}_channels, {li}_factors, {li}_rescale, {len(op.inputs)}, "
-                             f"{y.shape[1]}, {y.shape[2]}, {p['act_min']}, {p['act_max']}, {ptr(op.output)});")
+                calls.append(f"        rc = {fn}(srcs, {concat_args}, 0, {y.shape[1]}, {ptr(op.output)});")
                 calls.append("    }")
         elif op.kind == "upsample":
             fh, fw = p["factor"]
@@ -296,7 +485,16 @@ def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: s
                          f"{a_in.shape[3]}}}, {t}, {l}, {b}, {r}, {p['value']}, {ptr(op.output)});")
         else:  # pragma: no cover - the IR only produces the kinds above
             raise ValueError(f"no kernel for op kind {op.kind}")
-        calls.append("    if (rc != TK_OK) {\n        return rc;\n    }")
+        c = chain_of.get(i)
+        if c is not None:
+            rows = ", ".join("{" + ", ".join(map(str, r)) + "}" for r in c.table[i])
+            params.append(f"static const int16_t {li}_band[{len(c.table[i])}][8] = {{{rows}}};")
+            if i < c.last:
+                calls.append(f"    /* runs in row bands with op {c.last} */")
+            else:
+                calls += _chain_code(c, info, graph, arena_ptr)
+        if c is None or i == c.last:
+            calls.append("    if (rc != TK_OK) {\n        return rc;\n    }")
         calls.append(f"    TK_LAYER_DONE({i});")
         layers.append({
             "index": i, "name": op.name, "kind": op.kind, "kernel": fn,
@@ -327,6 +525,9 @@ extern "C" {{
 #endif
 
 #define {up}_ARENA_SIZE {arena}u
+/* in = arena + INPUT_OFFSET, out = arena + OUTPUT_OFFSET: no I/O buffers beyond the arena (input consumed) */
+#define {up}_INPUT_OFFSET {offsets[graph.input]}u
+#define {up}_OUTPUT_OFFSET {offsets[graph.output]}u
 #define {up}_INPUT_H {t_in.shape[1]}
 #define {up}_INPUT_W {t_in.shape[2]}
 #define {up}_INPUT_C {t_in.shape[3]}
@@ -362,7 +563,7 @@ extern const unsigned int {name}_tflite_len;
 """
     body = [f"/* {name}.c: layer parameters and invoke function of model '{name}'. Generated by `toolkit export` "
             f"from {source_name}; do not edit. */",
-            "#include <stddef.h>", "#include <stdint.h>", "", f'#include "{name}.h"', '#include "tk_kernels.h"', "",
+            "#include <stddef.h>", "#include <stdint.h>", "#include <string.h>", "", f'#include "{name}.h"', '#include "tk_kernels.h"', "",
             "/* constants in " + f"{name}_weights.c */", *decls, "", *params, "",
 
             f"int {name}_invoke(const int8_t *in, int8_t *out, uint8_t *arena)", "{", "    int rc;",
@@ -371,7 +572,8 @@ extern const unsigned int {name}_tflite_len;
             f'    "{name}",', f"    {name}_invoke,", f"    {up}_ARENA_SIZE,", f"    {up}_INPUT_SIZE,", f"    {up}_OUTPUT_SIZE,",
             f"    {{1, {up}_INPUT_H, {up}_INPUT_W, {up}_INPUT_C}},", f"    {{1, {up}_OUTPUT_H, {up}_OUTPUT_W, {up}_OUTPUT_C}},",
             f"    {up}_INPUT_SCALE,", f"    {up}_INPUT_ZERO_POINT,", f"    {up}_OUTPUT_SCALE,", f"    {up}_OUTPUT_ZERO_POINT,",
-            f"    {up}_WEIGHT_BYTES,", f"    (uint64_t){up}_MACS,", "};", ""]
+            f"    {up}_WEIGHT_BYTES,", f"    (uint64_t){up}_MACS,", f"    {up}_INPUT_OFFSET,", f"    {up}_OUTPUT_OFFSET,",
+            "};", ""]
     files = {
         f"{name}.h": header,
         f"{name}.c": "\n".join(body),
@@ -386,6 +588,8 @@ extern const unsigned int {name}_tflite_len;
         "name": name,
         "source": {"onnx": source_name, "sha256": source_sha256},
         "arena_bytes": arena,
+        "input_offset": offsets[graph.input],
+        "output_offset": offsets[graph.output],
         "weight_bytes": weight_bytes,
         "wide_weights": wide,
         "tflite_bytes": len(tflite) if tflite is not None else None,
@@ -393,6 +597,8 @@ extern const unsigned int {name}_tflite_len;
         "input": {"shape": list(t_in.shape), "layout": "NHWC", "scale": t_in.scale, "zero_point": t_in.zero_point},
         "output": {"shape": list(t_out.shape), "layout": "NHWC", "scale": t_out.scale, "zero_point": t_out.zero_point},
         "peak_layer": {"index": peak_i, "name": graph.ops[peak_i].name, "live_bytes": peak_bytes},
+        "banded": [{"ops": [c.first, c.last], "rows": c.rows, "window_rows": {str(k): n for k, n in c.windows.items()}}
+                   for c in plan["chains"].values()],
         "layers": layers,
         "tensors": [{"tensors": b.tensors, "offset": b.offset, "bytes": b.size, "first_op": b.first, "last_op": b.last}
                     for b in sorted(plan["buffers"], key=lambda b: (b.first, b.offset))],

@@ -29,13 +29,13 @@ static int tiny_invoke(const int8_t *in, int8_t *out, uint8_t *arena) {
 
 const tk_model_t tiny_model = {
     "tiny", tiny_invoke, H * W * C, H * W * C, H * W * C, {1, H, W, C}, {1, H, W, C},
-    0.5f, -1, 0.25f, 2, sizeof(int8_t) * C, (uint64_t)H * W * C,
+    0.5f, -1, 0.25f, 2, sizeof(int8_t) * C, (uint64_t)H * W * C, TK_NO_OFFSET, TK_NO_OFFSET,
 };
 
 /* A model bigger than any pool, to test the out-of-memory reply. */
 const tk_model_t huge_model = {
     "huge", tiny_invoke, 0xF0000000u, 16, 16, {1, 4, 2, 2}, {1, 4, 2, 2},
-    1.0f, 0, 1.0f, 0, 0, 0,
+    1.0f, 0, 1.0f, 0, 0, 0, TK_NO_OFFSET, TK_NO_OFFSET,
 };
 
 const tk_model_t *const tk_models[] = {&tiny_model, &huge_model, NULL};

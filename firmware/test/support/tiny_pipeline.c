@@ -36,11 +36,11 @@ static int step_invoke(const int8_t *in, int8_t *out, uint8_t *arena) {
 
 static const tk_model_t pose_model = {
     "tiny_pose", pose_invoke, 16, FH * FH * 3, HM * HM * 7, {1, FH, FH, 3}, {1, HM, HM, 7},
-    1.0f / 128, 0, 1.0f / 256, -128, 0, 0,
+    1.0f / 128, 0, 1.0f / 256, -128, 0, 0, TK_NO_OFFSET, TK_NO_OFFSET,
 };
 static const tk_model_t step_model = {
     "tiny_step", step_invoke, 16, S * S * 14, S * S * 3, {1, S, S, 14}, {1, S, S, 3},
-    1.0f / 64, 0, 1.0f / 64, 0, 0, 0,
+    1.0f / 64, 0, 1.0f / 64, 0, 0, 0, TK_NO_OFFSET, TK_NO_OFFSET,
 };
 
 /* The tables a host would generate, spelled out by the preprocessor (no float math, as on the device). */

@@ -88,12 +88,15 @@ int tk_add_s8(const tk_add_params_t *p, const int8_t *in1, const int8_t *in2, in
 int tk_requantize_s8(const tk_rescale_t *r, int32_t act_min, int32_t act_max, const int8_t *in, int32_t size,
                      int8_t *out);
 
-/* Channel concatenation of n tensors into an out_h x out_w output, each input requantized to the output.
+/* Channel concatenation of n tensors into an out_h x out_w output, each input requantized to the output
+ * through its 256-entry table (tables[i * 256 + q + 128]: input i's int8 value q at the output's scale, clamped;
+ * the code generator computes them, so no table is built at run time).
  * factors (2 per input: fh, fw; NULL = all 1) upsample an input on the fly (nearest): input i is
- * (out_h / fh) x (out_w / fw) x channels[i] and pixel (y, x) reads it at (y / fh, x / fw). */
-int tk_concat_s8(const int8_t *const *inputs, const int32_t *channels, const int32_t *factors,
-                 const tk_rescale_t *rescale, int32_t n_inputs, int32_t out_h, int32_t out_w, int32_t act_min,
-                 int32_t act_max, int8_t *out);
+ * (out_h / fh) x (out_w / fw) x channels[i] and pixel (y, x) reads it at (y / fh, x / fw).
+ * Only output rows [row0, row0 + n_rows) are written, `out` pointing at row row0: the code generator runs a
+ * concat in row bands just ahead of the convolution that reads it, so the whole output never exists. */
+int tk_concat_s8(const int8_t *const *inputs, const int32_t *channels, const int32_t *factors, const int8_t *tables,
+                 int32_t n_inputs, int32_t out_h, int32_t out_w, int32_t row0, int32_t n_rows, int8_t *out);
 
 /* Nearest-neighbour upsampling by integer factors: out[y][x] = in[y / fh][x / fw]. */
 int tk_upsample_nearest_s8(const int8_t *in, tk_shape_t in_shape, int32_t factor_h, int32_t factor_w, int8_t *out);

@@ -13,6 +13,8 @@
 extern "C" {
 #endif
 
+#define TK_NO_OFFSET 0xFFFFFFFFu
+
 typedef struct {
     const char *name;
     /* Runs the whole network. `in` and `out` are int8 tensors in NHWC order; `arena` is scratch of
@@ -29,6 +31,11 @@ typedef struct {
     int32_t output_zero_point;
     uint32_t weight_bytes; /* const data placed in flash */
     uint64_t macs;         /* multiply-accumulates per invoke */
+    /* The plan also gives the input and output a place in the arena: with in = arena + input_offset and
+     * out = arena + output_offset, invoke needs no RAM beyond the arena (the input is consumed: write it
+     * again before the next invoke). Separate buffers work too. TK_NO_OFFSET: keep them outside. */
+    uint32_t input_offset;
+    uint32_t output_offset;
 } tk_model_t;
 
 #ifdef __cplusplus

@@ -66,13 +66,12 @@ int tk_requantize_s8(const tk_rescale_t *r, int32_t act_min, int32_t act_max, co
     return TK_OK;
 }
 
-int tk_concat_s8(const int8_t *const *inputs, const int32_t *channels, const int32_t *factors,
-                 const tk_rescale_t *rescale, int32_t n_inputs, int32_t out_h, int32_t out_w, int32_t act_min,
-                 int32_t act_max, int8_t *out)
+int tk_concat_s8(const int8_t *const *inputs, const int32_t *channels, const int32_t *factors, const int8_t *tables,
+                 int32_t n_inputs, int32_t out_h, int32_t out_w, int32_t row0, int32_t n_rows, int8_t *out)
 {
-    int8_t table[256];
     int32_t y, x, i, c, out_c = 0, c0 = 0;
-    if (!inputs || !channels || !rescale || !out || n_inputs <= 0 || out_h <= 0 || out_w <= 0) {
+    if (!inputs || !channels || !tables || !out || n_inputs <= 0 || out_h <= 0 || out_w <= 0 || row0 < 0 ||
+        n_rows < 0 || row0 + n_rows > out_h) {
         return TK_ERR_ARG;
     }
     for (i = 0; i < n_inputs; ++i) {
@@ -86,11 +85,11 @@ int tk_concat_s8(const int8_t *const *inputs, const int32_t *channels, const int
     /* one input at a time, into its channel range of every output pixel */
     for (i = 0; i < n_inputs; c0 += channels[i], ++i) {
         const int32_t fh = factors ? factors[2 * i] : 1, fw = factors ? factors[2 * i + 1] : 1, n = channels[i];
-        const int8_t *const t = rescale_table(&rescale[i], act_min, act_max, table);
-        for (y = 0; y < out_h; ++y) {
+        const int8_t *const t = tables + i * 256 + 128; /* indexed by the int8 value */
+        for (y = row0; y < row0 + n_rows; ++y) {
             for (x = 0; x < out_w; ++x) {
                 const int8_t *src = inputs[i] + ((y / fh) * (out_w / fw) + x / fw) * n;
-                int8_t *dst = out + (y * out_w + x) * out_c + c0;
+                int8_t *dst = out + ((y - row0) * out_w + x) * out_c + c0;
                 for (c = 0; c < n; ++c) {
                     dst[c] = t[src[c]];
                 }
