@@ -192,7 +192,7 @@ def tflm_measure(tflite: Path, sample: np.ndarray, lib: Path, incs: list, work: 
     from toolkit.bench.pio import cortex_m_flags
     from toolkit.deploy.tflite_export import TflmModel, nchw_to_nhwc
 
-    host = TflmModel(tflite)
+    host = TflmModel(tflite, arena_size=8 * 1024 * 1024)
     qp = host.input["quantization_parameters"]
     x = nchw_to_nhwc(sample.astype(np.float32))[:1]
     q_in = np.clip(np.round(x / qp["scales"][0]) + qp["zero_points"][0], -128, 127).astype(np.int8)
