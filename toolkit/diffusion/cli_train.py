@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (0 = end only)")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes")
     p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
+    p.add_argument("--augment", default=None, metavar="K=V,...",
+                   help="jitter per face and step, e.g. scale=0.1,shift=0.05,brightness=0.1,contrast=0.15 "
+                        "(fractions; default: the preset's, none in the built-in presets)")
     p.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
                    help="auto = bf16 on a GPU that supports it, else fp16 on GPU, none on CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -56,6 +59,26 @@ def resolve_mixed_precision(choice: str) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
+def parse_augment(spec):
+    """'scale=0.1,shift=0.05' -> {"scale": 0.1, "shift": 0.05}; None -> None (the preset's)."""
+    if spec is None:
+        return None
+    from toolkit.diffusion.train import AUGMENTS
+
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        key, _, value = item.partition("=")
+        if key not in AUGMENTS:
+            raise ValueError(f"--augment: unknown {key!r}; choose from {', '.join(AUGMENTS)}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--augment: {item!r} is not KEY=NUMBER") from None
+        if not 0 <= out[key] < 1:
+            raise ValueError(f"--augment: {key} must be in [0, 1), got {value}")
+    return out
+
+
 def run(args) -> int:
     from accelerate import Accelerator
 
@@ -69,7 +92,7 @@ def run(args) -> int:
         seed=args.seed, cfg_dropout=args.cfg_dropout, ema_decay=args.ema_decay, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, num_workers=args.num_workers, mixed_precision=mp,
         world_size=accelerator.num_processes, flip=False if args.no_flip else None,
-        progress=not args.no_progress,
+        augment=parse_augment(args.augment), progress=not args.no_progress,
     )
     run_dir = train(cfg, resume=args.resume, accelerator=accelerator)
     if accelerator.is_main_process:
