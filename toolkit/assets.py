@@ -691,7 +691,7 @@ def register(sub) -> None:
     f.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     f.set_defaults(func=_run_fetch)
     ls = verbs.add_parser("list", help="what is cached, sizes, and whether each sha256 checks out")
-    ls.add_argument("--all", action="store_true", help="list each of the 100 LFW crops too")
+    ls.add_argument("--all", action="store_true", help="list each LFW crop and background too")
     ls.set_defaults(func=_run_list)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
