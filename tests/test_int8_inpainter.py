@@ -53,7 +53,7 @@ def test_int8_steps_agree_with_onnxruntime_on_the_qdq_model(quantized_student_ru
     """The step networks are the run's QDQ graphs: onnxruntime on the same file agrees within 1 LSB."""
     import onnxruntime as ort
 
-    from toolkit.deploy.int8_inpainter import load_int8_inpainter
+    from toolkit.distill.int8_inpainter import load_int8_inpainter
     from toolkit.distill.inpainter import heatmaps, student_input
 
     inp = load_int8_inpainter(quantized_student_run)
@@ -93,7 +93,7 @@ def test_anonymize_cli_runs_the_quantized_student(tmp_path, quantized_student_ru
 
 
 def test_incomplete_or_wrong_artifacts_are_refused(tmp_path, quantized_student_run):
-    from toolkit.deploy.int8_inpainter import load_int8_inpainter
+    from toolkit.distill.int8_inpainter import load_int8_inpainter
 
     one_step = tmp_path / "one-step"
     shutil.copytree(quantized_student_run, one_step)

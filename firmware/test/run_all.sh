@@ -127,8 +127,8 @@ fi
 FUZZ_DIR=.pio/fuzz
 mkdir -p "$FUZZ_DIR"
 SRCS=(src/ee_harness.c src/ee_protocol.c src/port/port_native.c test/support/tiny_model.c
-      test/support/tiny_pipeline.c lib/tkengine/src/tk_frame.c test/fuzz/fuzz_protocol.c)
-INC=(-Isrc -Ilib/tkengine/include)
+      test/support/tiny_pipeline.c src/app/tk_frame.c test/fuzz/fuzz_protocol.c)
+INC=(-Isrc -Isrc/app -Ilib/tkengine/include)
 SAN=(-g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 fuzz_log=$FUZZ_DIR/fuzz.log
 if command -v clang >/dev/null && clang "${SAN[@]}" -fsanitize=fuzzer "${INC[@]}" "${SRCS[@]}" \

@@ -66,7 +66,7 @@ def registry_source(names: list[str], pipeline: bool = False) -> str:
 
 def write_registry(generated: Path = GENERATED_DIR) -> list[str]:
     """Rewrites models.c for the exports present; only touches the file when it changes (no rebuild)."""
-    from toolkit.sensor.config import configured_models
+    from toolkit.onboard.config import configured_models
 
     generated = Path(generated)
     names = exported_models(generated)

@@ -41,7 +41,7 @@ def load_inpainter(run_dir, device=None):
 
         inpainter = load_student_inpainter(run_dir)
     elif manifest["stage"] == "quantized":  # an int8 student, run bit-exactly as the microcontroller does
-        from toolkit.deploy.int8_inpainter import load_int8_inpainter
+        from toolkit.distill.int8_inpainter import load_int8_inpainter
 
         inpainter = load_int8_inpainter(run_dir)
     else:

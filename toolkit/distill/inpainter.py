@@ -99,7 +99,7 @@ class StudentInpainter:
     """A distilled student behind the same interface as the teacher's inpainter.
 
     `student` is a `Student`, or anything callable the same way with the same sampling constants
-    (`toolkit.deploy.int8_inpainter.Int8StepNetworks`: the quantized step networks, run bit-exactly as on the MCU).
+    (`toolkit.distill.int8_inpainter.Int8StepNetworks`: the quantized step networks, run bit-exactly as on the MCU).
     """
 
     def __init__(self, student: Student, run_dir=None, manifest=None):

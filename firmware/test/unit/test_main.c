@@ -368,7 +368,7 @@ static void test_commands(void) {
     ee_set_sink(NULL);
 }
 
-/* Integer helpers of the pipeline (twins in toolkit/sensor/reference.py). */
+/* Integer helpers of the pipeline (twins in toolkit/onboard/reference.py). */
 static void test_frame_helpers(void) {
     uint32_t state, i;
     int8_t sel[4];

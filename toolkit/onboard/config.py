@@ -1,7 +1,7 @@
 """Constants of the on-device pipeline, derived once on the host from a quantized pose model and student.
 
 Everything that needs floating point (lookup tables, Q31 multipliers, Q14 coefficients) is computed here and
-handed to both the host reference (`toolkit.sensor.reference`) and the firmware (as C data written by
+handed to both the host reference (`toolkit.onboard.reference`) and the firmware (as C data written by
 `write_c_config`), so the device never does float math and the two agree bit for bit by construction.
 
     pipe = build_pipeline(pose_q_dir, student_q_dir, pose_name="pose_step0", student_base="student")
@@ -225,7 +225,7 @@ def _c_array(ctype: str, name: str, values, per_line: int = 16) -> str:
 
 def c_sources(pipe: Pipeline) -> dict[str, str]:
     """{file name: text} of pipeline_config.c/.h/.json; byte-identical for the same pipeline."""
-    hdr = ("/* Constants of the on-device anonymization pipeline, written by toolkit.sensor.config "
+    hdr = ("/* Constants of the on-device anonymization pipeline, written by toolkit.onboard.config "
            "(`toolkit bench --pipeline`).\n * Do not edit: every value is derived on the host from the quantized "
            "pose model and student. */\n")
     h = hdr + ("#ifndef PIPELINE_CONFIG_H\n#define PIPELINE_CONFIG_H\n\n#include \"tk_frame.h\"\n\n"

@@ -1,4 +1,4 @@
-/* Fixed-point requantization shared by the kernels (internal header).
+/* Fixed-point requantization shared by the kernels (the kernels and the frame pipeline app).
  *
  * round(x * multiplier * 2^(shift - 31)) with one rounding, half away from zero, of the exact 64-bit product;
  * multiplier/shift as TFLite's QuantizeMultiplier makes them. (TFLite's default rounds twice, via

@@ -1,5 +1,5 @@
 """Host reference of the on-device pipeline `anonymize_frame`: the definition the firmware mirrors bit for bit
-(firmware/lib/tkengine/src/tk_frame.c). Integers only after the constants (`toolkit.sensor.config`).
+(firmware/src/app/tk_frame.c). Integers only after the constants (`toolkit.onboard.config`).
 
     frame (HxWx3 uint8, H = W = pose input)
       1. pose input = LUT[pixel]; pose network (int8 reference); `decode_heatmaps_int8` -> Q8 keypoints, peaks;
@@ -32,7 +32,7 @@ import zlib
 import numpy as np
 
 from toolkit.pose.model import div_round_away as div_round  # the heatmap decode's rounding, one rule
-from toolkit.sensor.config import NOSE, Pipeline
+from toolkit.onboard.config import NOSE, Pipeline
 
 SEED_MIX = 0x9E3779B9
 STATUS_OK, STATUS_NO_FACE = "ok", "no_face"
