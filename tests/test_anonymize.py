@@ -67,7 +67,7 @@ def outside_box_mask(shape, box):
 
 @pytest.fixture(scope="module")
 def tiny_inpainter(tiny_teacher_run):
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     return load_inpainter(tiny_teacher_run)
 

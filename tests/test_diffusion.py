@@ -14,7 +14,7 @@ import torch
 
 from toolkit.artifacts import ArtifactError, write_manifest
 from toolkit.cli import main
-from toolkit.diffusion import load_inpainter
+from toolkit.artifacts import load_inpainter
 from toolkit.diffusion.train import make_config, read_log, train
 
 REPO = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ def _inpaint(inpainter, crops, seed=5):
 
 def test_int8_output_is_close_to_the_float_student_but_not_equal(quantized_student_run, tiny_student_run,
                                                                    real_crops):
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     int8 = load_inpainter(quantized_student_run)  # the load_inpainter dispatch on stage "quantized"
     float_ = load_inpainter(tiny_student_run)

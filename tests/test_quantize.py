@@ -143,7 +143,7 @@ def test_tflite_runs_in_tflm_and_roughly_matches_float(quantized_student_run):
 
 
 def test_fit_report_in_manifest_and_table(quantized_student_run, capsys):
-    from toolkit.deploy.cli_quantize import format_table
+    from toolkit.deploy.cli import format_table
 
     m = _manifest(quantized_student_run)
     fit = m["steps"]["0"]["fit"]

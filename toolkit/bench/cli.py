@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     where.add_argument("--board", choices=BOARDS, help="build the firmware and run it here (QEMU or host)")
     where.add_argument("--port", help="serial device or pyserial URL of a board running the firmware")
     p.add_argument("--model", required=True,
-                   help="quantized run directory or QDQ .onnx (exported into firmware/generated/), or the "
+                   help="quantized run directory or QDQ .onnx (exported into the firmware project it builds), or the "
                         "name of a model already exported there")
     p.add_argument("-n", "--runs", type=int, default=3, help="timed inferences per input")
     p.add_argument("--inputs", type=int, default=3, help="real face crops to run (astronaut, mirrored, LFW...)")

@@ -20,12 +20,12 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name):  # PEP 562: a name loads its module on first use
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'toolkit.data' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -1,12 +1,27 @@
-"""`toolkit quantize --model RUN --target NAME --out DIR`: int8 quantization of a distilled student (or a pose
-model) for a board. The student's inputs and the work live in `toolkit.distill.quantize`, the pose model's in
-`toolkit.pose.quantize`; both use the shared pipeline of `toolkit.deploy.quantize`.
+"""`toolkit quantize` and `toolkit export`: the command lines of the int8 back end.
+
+    toolkit quantize --model RUN --target NAME --out DIR     # a student or pose run -> "quantized" artifact
+    toolkit export --model DIR|QDQ.onnx --target NAME --out DIR [--name NAME]
+
+Quantization is model-specific (inputs, step networks): the run's stage picks its quantizer from `QUANTIZERS`
+(the student's in toolkit.distill.quantize, the pose model's in toolkit.pose.quantize), both on the shared
+pipeline of toolkit.deploy.quantize. Export is toolkit.deploy.export.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+
+from toolkit.deploy.export import export_all
+
+# stage of the input run -> "module:function(run, target, out, settings, tflite=, progress=, ...)"
+QUANTIZERS = {
+    "student": "toolkit.distill.quantize:quantize_student",
+    "pose": "toolkit.pose.quantize:quantize_pose",
+}
+
 
 def format_table(manifest: dict) -> str:
     rows = [
@@ -45,7 +60,7 @@ def format_table(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def register(subparsers) -> None:
+def register_quantize(subparsers) -> None:
     from toolkit.deploy.quantize import QuantizeSettings
 
     p = subparsers.add_parser(
@@ -83,10 +98,10 @@ def register(subparsers) -> None:
                    help="torch threads while quantizing (default: torch's; 1 is often fastest for MCU-sized nets)")
     p.add_argument("--no-tflite", action="store_true", help="skip the .tflite export and the TFLM check")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_quantize)
 
 
-def run(args) -> int:
+def run_quantize(args) -> int:
     from toolkit.deploy.quantize import QuantizeSettings
 
     if args.qat_steps < 0 or args.calib < 1 or args.eval < 1 or args.batch_size < 1 or not args.lr > 0:
@@ -95,18 +110,51 @@ def run(args) -> int:
                                 eval_inputs=args.eval, seed=args.seed, threads=args.threads, lr=args.lr)
     from toolkit.artifacts import read_manifest
 
-    # Refuse anything else up front, naming both kinds this verb takes.
-    stage = read_manifest(args.model, expect_stage=("student", "pose")).get("stage")
-    if stage == "pose":  # the pose model (toolkit.pose) brings its own inputs
-        from toolkit.pose.quantize import quantize_pose
-
-        manifest = quantize_pose(args.model, args.target, args.out, settings, tflite=not args.no_tflite,
-                                 progress=not args.no_progress)
-    else:
-        from toolkit.distill.quantize import quantize_student
-
-        manifest = quantize_student(args.model, args.target, args.out, settings, steps=args.step, data=args.data,
-                                    tflite=not args.no_tflite, progress=not args.no_progress)
+    # Refuse anything else up front, naming both kinds this verb takes; each model brings its own inputs.
+    stage = read_manifest(args.model, expect_stage=tuple(QUANTIZERS)).get("stage")
+    module, name = QUANTIZERS[stage].split(":")
+    quantize = getattr(importlib.import_module(module), name)
+    extra = {"steps": args.step, "data": args.data} if stage == "student" else {}
+    manifest = quantize(args.model, args.target, args.out, settings, tflite=not args.no_tflite,
+                        progress=not args.no_progress, **extra)
     print(format_table(manifest))
     print(f"wrote {args.out} ({json.dumps(sorted(manifest['steps']))} step network(s))")
+    return 0
+
+
+def register_export(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="generate C arrays and int8 inference code",
+        description="Lower an int8 QDQ ONNX model to integer ops and generate C99 code for tkengine: constant "
+                    "arrays (flash), <name>_invoke() calling the kernels in order, and an arena planned at "
+                    "generation time. Fails if the model does not fit the target board.",
+        epilog="example: toolkit export --model runs/student-q --target stm32f746 --out firmware/generated "
+               "--name student",
+    )
+    p.add_argument("--model", required=True,
+                   help="a `toolkit quantize` artifact directory (stage 'quantized') or a QDQ .onnx file")
+    p.add_argument("--target", required=True, help="board profile name (see `toolkit boards`) for the fit check")
+    p.add_argument("--out", required=True, help="folder for the generated files (created if missing)")
+    p.add_argument("--name", default=None,
+                   help="C name of the model (prefix of every symbol and file); default: from the model")
+    p.add_argument("--step", type=int, default=None,
+                   help="export only this step network of a multi-step student artifact (default: all, "
+                        "named <name>_step<k>)")
+    p.add_argument("--no-tflite", action="store_true", help="do not embed the artifact's .tflite as a C array")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    reports = export_all(args.model, args.target, args.out, args.name, embed_tflite=not args.no_tflite,
+                         step=args.step)
+    for report in reports:
+        print(f"exported '{report['name']}' ({len(report['layers'])} ops) to {args.out}")
+        print(f"  MACs {report['macs']:,}  weights {report['weight_bytes']:,} B  arena {report['arena_bytes']:,} B  "
+              f"peak at '{report['peak_layer']['name']}'")
+        for layer in report["layers"]:
+            out = layer["output"]
+            where = "out" if out["location"] == "out" else f"arena+{out['offset']}"
+            print(f"  {layer['index']:3d} {layer['kernel']:<24} {'x'.join(map(str, out['shape'][1:])):>12}  "
+                  f"{layer['macs']:>10,} MACs  -> {where}{' (in place)' if layer['in_place'] else ''}")
     return 0
