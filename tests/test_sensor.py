@@ -28,7 +28,7 @@ def _faces(pipe, frames, seed=3):
 
 
 def test_crop_box_is_expanded_crop_box_in_integers():
-    from toolkit.data.crop import expanded_crop_box
+    from toolkit.crop import expanded_crop_box
 
     rng = np.random.default_rng(0)
     for _ in range(2000):

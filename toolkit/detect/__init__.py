@@ -9,7 +9,7 @@
 `face_box` is always inside the image (clipped, non-empty); see toolkit.detect.pipeline for the contract.
 """
 
-from toolkit.detect.draw import draw
+from toolkit.detect.preview import draw
 from toolkit.detect.pipeline import Person, detect
 
 __all__ = ["Person", "detect", "draw"]

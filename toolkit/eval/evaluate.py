@@ -89,7 +89,7 @@ def _warm_up(spec):
 
 
 def _face_crop(image, box):
-    from toolkit.data.crop import crop_and_resize, expanded_crop_box
+    from toolkit.crop import crop_and_resize, expanded_crop_box
 
     crop, _ = crop_and_resize(image, expanded_crop_box(box, image.shape), FACE_CROP_SIZE)
     return crop

@@ -152,7 +152,7 @@ def face_box(kp_q8: np.ndarray, visible, cover_head: bool = True) -> tuple[int, 
 
 
 def crop_box(box) -> tuple[int, int, int]:
-    """(x0, y0, side): `toolkit.data.crop.expanded_crop_box` of an integer box, in exact integers."""
+    """(x0, y0, side): `toolkit.crop.expanded_crop_box` of an integer box, in exact integers."""
     bx0, by0, bx1, by1 = (int(v) for v in box)
     s = max(bx1 - bx0, by1 - by0)
     side = 2 * s
