@@ -3,7 +3,9 @@
 `toolkit export --out firmware/generated` writes each network flat into that folder (`<name>.c`, `<name>.h`,
 `<name>_weights.c`, ...) and lists them in its `toolkit.json` (stage "exported", `models`: name -> source
 QDQ ONNX, sha256, ...); several exports share the folder. This module writes the registry
-`firmware/generated/models.c` from that list, so everything there is reproducible from the toolkit:
+`firmware/generated/models.c` from that list (through toolkit.deploy.csource, the one C writer), so
+everything there is reproducible from the toolkit and the folder is ignored by git. `toolkit bench` and the
+tests export and build in a copy of the project (`project_dir`, `copy_project`), never in firmware/:
 
     python -m toolkit.bench.firmware registry              # rewrite models.c from generated/toolkit.json
     python -m toolkit.bench.firmware add RUN_DIR [TARGET]  # export a quantized model (+ registry)
