@@ -147,6 +147,20 @@ def test_no_package_binds_a_name_that_shadows_its_own_module():
     assert bad == []
 
 
+def test_each_artifact_loader_is_exposed_by_its_stage_package():
+    """`toolkit.artifacts.load` finds loaders by the manifest's stage, each in the public API of the stage
+    package that makes that artifact."""
+    import importlib
+
+    from toolkit.artifacts import INPAINTER_STAGES, LOADERS
+
+    assert set(INPAINTER_STAGES) <= set(LOADERS)
+    for stage, target in LOADERS.items():
+        module, name = target.split(":")
+        assert module.count(".") == 1 and (PACKAGE / module.split(".")[1] / "__init__.py").is_file(), target
+        assert callable(getattr(importlib.import_module(module), name)), target
+
+
 def test_the_rules_catch_what_they_guard_against():
     """The checks above see a circle, a CLI import and an upward import when there is one."""
     saved = {m: set(t) for m, t in GRAPH.items()}

@@ -74,6 +74,7 @@ LOADERS = {
     "teacher": "toolkit.diffusion:load_teacher",
     "student": "toolkit.distill:load_student_inpainter",
     "quantized": "toolkit.distill:load_int8_inpainter",
+    "pose": "toolkit.pose:load_pose",
 }
 # Stages whose artifacts are inpainters (the contract in toolkit/diffusion/__init__.py).
 INPAINTER_STAGES = ("teacher", "student", "quantized")

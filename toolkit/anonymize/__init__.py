@@ -17,7 +17,6 @@ from toolkit.anonymize.pipeline import (
     anonymize_image,
 )
 
-
 _LAZY = {"anonymize_files": "toolkit.anonymize.runner"}
 
 

@@ -4,15 +4,14 @@
     toolkit pose eval  --images DIR --model RUN                       # PCK / OKS vs the teacher, originals
 
 Python API:
-    from toolkit.pose import PoseNet, train_pose, evaluate_pose, predict_keypoints
+    from toolkit.pose import PoseNet, train_pose, evaluate_pose, predict_keypoints, load_pose
 """
 
 from toolkit.pose.model import (PRESETS, PoseNet, budget, decode_heatmaps, decode_heatmaps_int8, disallowed_modules,
                                 get_preset)
 
-
 _LAZY = {"train_pose": "toolkit.pose.train", "evaluate_pose": "toolkit.pose.evaluate",
-         "predict_keypoints": "toolkit.pose.evaluate"}
+         "predict_keypoints": "toolkit.pose.evaluate", "load_pose": "toolkit.pose.evaluate"}
 
 
 def __getattr__(name):  # PEP 562: a name loads its module on first use
@@ -24,4 +23,4 @@ def __getattr__(name):  # PEP 562: a name loads its module on first use
 
 
 __all__ = ["PRESETS", "PoseNet", "budget", "decode_heatmaps", "decode_heatmaps_int8", "disallowed_modules",
-           "evaluate_pose", "get_preset", "predict_keypoints", "train_pose"]
+           "evaluate_pose", "get_preset", "load_pose", "predict_keypoints", "train_pose"]

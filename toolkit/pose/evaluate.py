@@ -84,6 +84,11 @@ def load_pose_model(run) -> tuple[PoseNet, dict]:
     return PoseNet.from_pretrained(run), manifest
 
 
+def load_pose(run_dir, device=None) -> PoseNet:
+    """The PoseNet of a `pose` run, in eval mode (`toolkit.artifacts.LOADERS["pose"]`; runs on the CPU)."""
+    return load_pose_model(run_dir)[0].eval()
+
+
 def evaluate_pose(images, model_run, views_per_person: int = 4, seed: int = 0, people: dict | None = None,
                   progress: bool = True) -> dict:
     """`toolkit pose eval`: the metrics of `model_run` on the original images of `images` (a folder or file)."""
