@@ -559,6 +559,8 @@ static void test_pipeline_commands(void) {
     CHECK(starts(r, "err no_output"));
     r = send("help");
     CHECK(has(r, "anonymize") && has(r, "frame_out"));
+    /* the command table, in its order (the harness dispatches and lists from one table) */
+    CHECK(has(r, " commands=name,help,info,model,load,infer,results,timing,selftest,pipeline,frame,anonymize,frame_out"));
     ee_set_sink(NULL);
 }
 
