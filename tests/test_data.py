@@ -11,7 +11,7 @@ from PIL import Image
 
 from toolkit.cli import main as cli
 from toolkit.data.check import check_dataset
-from toolkit.data.crop import (
+from toolkit.crop import (
     crop_and_resize,
     expanded_crop_box,
     face_box_in_crop,

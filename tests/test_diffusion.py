@@ -14,7 +14,7 @@ import torch
 
 from toolkit.artifacts import ArtifactError, write_manifest
 from toolkit.cli import main
-from toolkit.diffusion import load_inpainter
+from toolkit.artifacts import load_inpainter
 from toolkit.diffusion.train import make_config, read_log, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -218,7 +218,7 @@ def test_augment_moves_keypoints_and_box_with_the_image():
         assert bool(out["visible"][i, 0]) and not bool(out["visible"][i, 1:].any())
         ys, xs = torch.nonzero(out["mask"][i, 0] == 0, as_tuple=True)  # still one box, around the moved box
         assert len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    from toolkit.diffusion.cli_train import parse_augment
+    from toolkit.diffusion.cli import parse_augment
 
     assert parse_augment("scale=0.2, shift=0.1") == aug and parse_augment(None) is None
     for bad in ("zoom=0.1", "scale=big", "shift=1.5"):

@@ -311,7 +311,7 @@ def _pipeline_section(path: Path) -> list[str]:
     """The on-device frame pipeline's figures, as `toolkit bench --pipeline` prints them."""
     if not path.exists():
         return []
-    from toolkit.bench.pipeline import stage_table
+    from toolkit.onboard.bench import stage_table
 
     result = json.loads(path.read_text())
     s = result["summary"]

@@ -1,6 +1,6 @@
 """`toolkit data build`: turn a folder of photos into an FDF-format dataset.
 
-detect every person -> FDF-like square crop around the face (`toolkit.data.crop`) -> resize -> write
+detect every person -> FDF-like square crop around the face (`toolkit.crop`) -> resize -> write
 `{train,val}/images/<i>.png`, `landmarks.npy`, `bounding_box.npy`, plus `faces.json` per split (where each
 crop came from), `toolkit.json` (stage "dataset") and `preview.png` (crops with boxes and keypoints drawn).
 
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from toolkit.artifacts import MANIFEST, read_manifest, write_manifest
-from toolkit.data.crop import (
+from toolkit.crop import (
     CROP_SCALE,
     CROP_SHIFT_DOWN,
     crop_and_resize,
