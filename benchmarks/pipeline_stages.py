@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     capture_tables(args.json)
 
     from toolkit.bench import pipeline
-    from toolkit.sensor.config import VISIBLE_PEAK
+    from toolkit.onboard.config import VISIBLE_PEAK
 
     with tempfile.TemporaryDirectory(prefix="pipeline-stages-") as tmp:
         ns = argparse.Namespace(
