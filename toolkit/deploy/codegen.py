@@ -447,7 +447,7 @@ def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: s
             factors = p.get("factors") or [(1, 1)] * len(op.inputs)
             fac = ", ".join(f"{fh}, {fw}" for fh, fw in factors)
             params.append(f"static const int32_t {li}_factors[{2 * len(op.inputs)}] = {{{fac}}};")
-            params.append(_c_array("int8_t", f"{li}_tables", concat_tables(op), 16, 4).replace("const", "static const", 1))
+            params.append(c_array("int8_t", f"{li}_tables", concat_tables(op), 16, align=4, static=True))
             srcs = ", ".join(cptr(t) for t in op.inputs)
             concat_args = f"{li}_channels, {li}_factors, {li}_tables, {len(op.inputs)}, {y.shape[1]}, {y.shape[2]}"
             info[i] = {"kind": "concat", "li": li, "args": concat_args,
