@@ -161,7 +161,9 @@ def tflm_library(tflm: Path) -> tuple[Path, list]:
                          f"{', '.join(missing) or 'Makefile'})\n{TFLM_HOWTO}")
     gcc_root = str(Path(shutil.which("arm-none-eabi-gcc")).parent) + "/"
     args = ["make", "-f", "tensorflow/lite/micro/tools/make/Makefile", *TFLM_MAKE, f"TARGET_TOOLCHAIN_ROOT={gcc_root}"]
-    subprocess.run([*args, "-j2", "microlite"], cwd=tflm, check=True, stdout=subprocess.DEVNULL)
+    res = subprocess.run([*args, "-j2", "microlite"], cwd=tflm, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"the TFLM build failed:\n{(res.stdout + res.stderr)[-3000:]}")
     lib = tflm / "gen" / "cortex_m_generic_cortex-m4+fp_release_cmsis_nn_gcc" / "lib" / "libtensorflow-microlite.a"
     if not lib.is_file():
         raise SystemExit(f"the TFLM build did not produce {lib}")
