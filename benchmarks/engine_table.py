@@ -144,6 +144,7 @@ def measure(label: str, qdq: Path, tflite: Path | None, sample: np.ndarray, boar
         info, _ = run_qemu(build(gen, name, boards[0], True, work, True), boards[0], q_in, work)
         ticks = [int(t) for t in info["layer_ticks"].split(",")]
         row["layers"] = [(layer, t * INSTRUCTIONS_PER_TICK) for layer, t in zip(report["layers"], ticks)]
+        row["banded"] = [tuple(c["ops"]) for c in report.get("banded", [])]
     return row
 
 
@@ -263,11 +264,20 @@ def table(rows: list, boards: list) -> str:
 def layer_table(row: dict, board: str) -> str:
     lines = [f"{row['model']}, {board} DSP build, per layer:", "",
              "| # | layer | kernel | output | MACs | instructions | MAC/instr |", "|---:|---|---|---|---:|---:|---:|"]
-    for layer, n in row["layers"]:
+    chain_at = {first: last for first, last in row.get("banded", [])}
+    layers, i = row["layers"], 0
+    while i < len(layers):  # a chain run in row bands is one row: its layers are timed together
+        last = chain_at.get(i, i)
+        group = layers[i:last + 1]
+        layer, n = group[-1][0], sum(t for _, t in group)
+        macs = sum(g["macs"] for g, _ in group)
         shape = "x".join(map(str, layer["output"]["shape"][1:]))
-        ratio = f"{layer['macs'] / n:.2f}" if layer["macs"] and n else "-"
-        lines.append(f"| {layer['index']} | {layer['name']} | {layer['kernel']} | {shape} | {layer['macs']:,} | {n:,} | "
-                     f"{ratio} |")
+        ratio = f"{macs / n:.2f}" if macs and n else "-"
+        index = f"{i}-{last}" if last > i else str(i)
+        name = " + ".join(g["name"] for g, _ in group) + (" (row bands)" if last > i else "")
+        kernel = " + ".join(dict.fromkeys(g["kernel"] for g, _ in group))
+        lines.append(f"| {index} | {name} | {kernel} | {shape} | {macs:,} | {n:,} | {ratio} |")
+        i = last + 1
     return "\n".join(lines)
 
 

@@ -477,7 +477,8 @@ def generate(graph: IntGraph, name: str, source_name: str = "", source_sha256: s
                 calls += _chain_code(c, info, graph, arena_ptr)
         if c is None or i == c.last:
             calls.append("    if (rc != TK_OK) {\n        return rc;\n    }")
-        calls.append(f"    TK_LAYER_DONE({i});")
+            # a chain's layers finish together: its whole time falls on its first layer
+            calls += [f"    TK_LAYER_DONE({k});" for k in range(c.first if c else i, i + 1)]
         layers.append({
             "index": i, "name": op.name, "kind": op.kind, "kernel": fn,
             "inputs": [{"tensor": t, "shape": list(graph.tensors[t].shape)} for t in op.inputs],
