@@ -72,7 +72,7 @@ def register(subparsers) -> None:
                     help="noise seed of the first frame (frame i uses seed + i; default 0)")
     pp.add_argument("--visible-peak", type=float, default=None,
                     help="heatmap peak (fraction of 1.0) at which a keypoint counts as seen (default: "
-                         "toolkit.sensor.config.VISIBLE_PEAK)")
+                         "toolkit.sensor.config.VISIBLE_PEAK, VISIBLE_PEAK_MULTI for a multi-person net)")
     p.set_defaults(func=run)
 
 
@@ -282,10 +282,6 @@ def run(args) -> int:
         raise ValueError(f"--out {out}: give a .json file name (CSV and PNG are written beside it)")
     if getattr(args, "pipeline", False):
         from toolkit.bench import pipeline
-        from toolkit.sensor.config import VISIBLE_PEAK
-
-        if args.visible_peak is None:
-            args.visible_peak = VISIBLE_PEAK
         args.frames = 3 if args.frames is None else args.frames
         args.seed = 0 if args.seed is None else args.seed
         return pipeline.run(args, out)
