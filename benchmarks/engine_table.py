@@ -95,8 +95,6 @@ def model_flash(gen: Path, name: str, board: str, work: Path) -> int:
 
     objs = []
     for src in [gen / f"{name}.c", gen / f"{name}_weights.c", *sorted((TKENGINE / "src").glob("tk_*.c"))]:
-        if src.name == "tk_frame.c":  # the frame pipeline is not part of running a network
-            continue
         obj = work / f"{name}_{board}_{src.stem}.o"
         subprocess.run(["arm-none-eabi-gcc", *cortex_m_flags(BOARDS[board][0]), f"-I{TKENGINE / 'include'}",
                         f"-I{gen}", "-c", str(src), "-o", str(obj)], check=True)

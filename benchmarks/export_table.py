@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     from _json_tables import capture_tables  # beside this script
 
     capture_tables(args.json)
-    from toolkit.deploy.cli_export import model_units
+    from toolkit.deploy.export import model_units
 
     with tempfile.TemporaryDirectory(prefix="export-table-") as tmp:
         work = Path(tmp)

@@ -46,7 +46,7 @@ def main() -> int:
 
     import torch
 
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
     from toolkit.eval.evaluate import MethodSpec, evaluate, method_specs
     from toolkit.eval.report import markdown_table
     from toolkit.images import list_images

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
 
     capture_tables(args.json)
 
-    from toolkit.bench import pipeline
+    from toolkit.onboard import bench as pipeline
 
     with tempfile.TemporaryDirectory(prefix="pipeline-stages-") as tmp:
         ns = argparse.Namespace(

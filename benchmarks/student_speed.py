@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     teacher = load_inpainter(args.teacher, device="cpu") if args.teacher else teacher_from_preset(args.teacher_preset)
     S = teacher.resolution

@@ -12,7 +12,7 @@ def tiny_teacher_run(tmp_path_factory, fdf_dir):
 
     Trained once per test session: TINY_TEACHER_STEPS steps at batch TINY_TEACHER_BATCH on `fdf_dir`, seed 0,
     through `toolkit.diffusion.train.train` (the code behind `toolkit train`). Load it with
-    `toolkit.diffusion.load_inpainter(path)`. Read-only: do not modify it.
+    `toolkit.artifacts.load_inpainter(path)`. Read-only: do not modify it.
     """
     from toolkit.diffusion.train import make_config, train
 

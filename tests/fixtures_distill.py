@@ -14,7 +14,7 @@ def tiny_student_run(tmp_path_factory, tiny_teacher_run):
     Made by `toolkit.distill.distill.distill` (the code behind `toolkit distill`): teacher targets at 8 DDIM
     steps, 2 noise draws per training face, TINY_STUDENT_ITERS optimizer steps; its held-out evaluation trained
     a keypoint probe (TINY_PROBE_ITERS iterations, cached in `keypoint_probe/`). Loads with
-    `toolkit.diffusion.load_inpainter(path)` / `toolkit.distill.load_student_inpainter(path)`.
+    `toolkit.artifacts.load_inpainter(path)` / `toolkit.distill.load_student_inpainter(path)`.
     """
     from toolkit.distill.distill import distill
 

@@ -22,7 +22,7 @@ def quantized_pose_run(tmp_path_factory, tiny_pose_run):
 
 @pytest.fixture(scope="session")
 def sensor_pipeline(quantized_pose_run, quantized_student_run):
-    from toolkit.sensor.config import build_pipeline
+    from toolkit.onboard.config import build_pipeline
 
     return build_pipeline(quantized_pose_run, quantized_student_run, "pose_step0", "student")
 
@@ -30,7 +30,7 @@ def sensor_pipeline(quantized_pose_run, quantized_student_run):
 @pytest.fixture(scope="session")
 def sensor_frames(sample_photos):
     """[(label, 96x96x3 uint8)]: real people from the bundled photos, framed as the pose model sees them."""
-    from toolkit.sensor.frames import real_frames
+    from toolkit.onboard.frames import real_frames
 
     return real_frames(4)
 
@@ -43,7 +43,7 @@ def sensor_teacher_frames(sample_photos):
 
     from toolkit import assets
     from toolkit.images import load_rgb
-    from toolkit.sensor.frames import FRAME_PHOTOS, person_frame
+    from toolkit.onboard.frames import FRAME_PHOTOS, person_frame
 
     out = []
     for name in FRAME_PHOTOS:
@@ -74,7 +74,7 @@ def quantized_multi_pose_run(tmp_path_factory, pose_photos, pose_people):
 
 @pytest.fixture(scope="session")
 def multi_pipeline(quantized_multi_pose_run, quantized_student_run):
-    from toolkit.sensor.config import build_pipeline
+    from toolkit.onboard.config import build_pipeline
 
     return build_pipeline(quantized_multi_pose_run, quantized_student_run, "pose_step0", "student")
 
@@ -82,6 +82,6 @@ def multi_pipeline(quantized_multi_pose_run, quantized_student_run):
 @pytest.fixture(scope="session")
 def multi_frames(sample_photos):
     """[(label, 96x96x3 frame, teacher people)]: 1-4 people of the bundled photos per frame."""
-    from toolkit.sensor.frames import multi_person_frames
+    from toolkit.onboard.frames import multi_person_frames
 
     return multi_person_frames(8)

@@ -15,7 +15,7 @@ from toolkit.anonymize import FaceNotAnonymizedError, Options, anonymize_batch, 
 from toolkit.anonymize.baselines import box_pixels
 from toolkit.anonymize.runner import anonymize_files, exit_code
 from toolkit.cli import main
-from toolkit.data.crop import expanded_crop_box
+from toolkit.crop import expanded_crop_box
 from toolkit.images import load_rgb
 
 
@@ -67,7 +67,7 @@ def outside_box_mask(shape, box):
 
 @pytest.fixture(scope="module")
 def tiny_inpainter(tiny_teacher_run):
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     return load_inpainter(tiny_teacher_run)
 

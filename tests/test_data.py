@@ -11,7 +11,7 @@ from PIL import Image
 
 from toolkit.cli import main as cli
 from toolkit.data.check import check_dataset
-from toolkit.data.crop import (
+from toolkit.crop import (
     crop_and_resize,
     expanded_crop_box,
     face_box_in_crop,
@@ -457,3 +457,47 @@ def test_build_is_deterministic_and_never_clobbers(photo_dir, tmp_path):
         build_dataset(photo_dir, tmp_path / "none", size=32, min_score=1.0, progress=False)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
     assert not (tmp_path / "none").exists()
+
+
+def test_build_on_backgrounds_fills_only_the_padding(tmp_path):
+    """Tight face crops (LFW-like) on real scenes: the face box and the photo's pixels stay, the padding
+    becomes a scene, each face gets `variants` crops in one split, and a background with a person is refused."""
+    from toolkit.assets import sample_photo
+    from toolkit.data.build import build_dataset
+
+    tight = tmp_path / "tight"
+    tight.mkdir()
+    Image.fromarray(skimage.data.astronaut()[40:220, 150:300]).save(tight / "astronaut_face.png")
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    Image.fromarray(skimage.data.brick()).save(scenes / "brick.png")
+    Image.fromarray(skimage.data.coffee()).save(scenes / "coffee.png")
+    shutil.copy(sample_photo("obama"), scenes / "obama.jpg")  # a person: must not become context
+    with pytest.raises(ValueError, match="--variants"):
+        build_dataset(tight, tmp_path / "x", size=32, variants=3, progress=False)
+    plain = build_dataset(tight, tmp_path / "plain", size=64, min_inside=0.3, val_fraction=0, progress=False)
+    m = build_dataset(tight, tmp_path / "bg", size=64, min_inside=0.3, val_fraction=0, progress=False,
+                      backgrounds=scenes, variants=3)
+    assert plain["crop"]["padding"] == "edge-replicate" and m["crop"]["padding"] == "backgrounds"
+    assert m["num_faces"] == 1 and m["num_crops"] == 3 and m["splits"] == {"train": 3, "val": 0}
+    assert m["backgrounds"]["used"] == ["brick.png", "coffee.png"]
+    assert m["backgrounds"]["refused"] == [{"file": "obama.jpg", "error": "a person was detected in it"}]
+    assert check_dataset(tmp_path / "bg")["ok"]
+    faces = json.loads((tmp_path / "bg" / "train" / "faces.json").read_text())
+    assert [f["variant"] for f in faces] == [0, 1, 2] and {f["background"] for f in faces} <= {"brick.png", "coffee.png"}
+    base = np.asarray(Image.open(tmp_path / "plain" / "train" / "images" / "0.png"), dtype=np.int16)
+    x0, y0, x1, y1 = np.load(tmp_path / "bg" / "train" / "bounding_box.npy")[0]
+    _, valid = crop_and_resize(np.asarray(Image.open(tight / "astronaut_face.png").convert("RGB")),
+                               faces[0]["crop_box"], 64)
+    crops = [np.asarray(Image.open(tmp_path / "bg" / "train" / "images" / f"{i}.png"), dtype=np.int16)
+             for i in range(3)]
+    for crop in crops:
+        np.testing.assert_array_equal(crop[y0:y1, x0:x1], base[y0:y1, x0:x1])  # the face is never touched
+        assert np.abs(crop[~valid] - base[~valid]).mean() > 10  # the streaks are gone
+    assert np.abs(crops[0] - crops[1])[~valid].mean() > 5  # another background per variant
+    # Rebuilt with the same seed: the same backgrounds in the same places.
+    build_dataset(tight, tmp_path / "bg2", size=64, min_inside=0.3, val_fraction=0, progress=False,
+                  backgrounds=scenes, variants=3)
+    for i in range(3):
+        assert (Image.open(tmp_path / "bg2" / "train" / "images" / f"{i}.png").tobytes()
+                == Image.open(tmp_path / "bg" / "train" / "images" / f"{i}.png").tobytes())

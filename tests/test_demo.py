@@ -29,8 +29,10 @@ def test_demo_fast_runs_whole_chain_and_resumes(tmp_path, assets, capsys, monkey
     assert Path(dataset["images"]).resolve() == (out / "training-photos").resolve()
     assert dataset["num_faces"] >= 50 and "training faces:" in log
     training = {sha256_file(p) for p in list_images([out / "training-photos"])}
+    scenes = {sha256_file(p) for p in list_images([out / "training-backgrounds"])}
     anonymized = {sha256_file(p) for p in list_images([out / "photos"])}
-    assert len(training) == 100 and len(anonymized) >= 10 and not training & anonymized
+    assert len(training) == 100 and len(anonymized) >= 10 and not (training | scenes) & anonymized
+    assert dataset["crop"]["padding"] == "backgrounds" and len(dataset["backgrounds"]["used"]) > 100
 
     bench = json.loads((out / "bench" / "results.json").read_text())["summary"]
     assert bench["all_bit_exact"] is True and bench["unit"] == "icount_ticks"

@@ -14,7 +14,7 @@ import torch
 
 from toolkit.artifacts import ArtifactError, write_manifest
 from toolkit.cli import main
-from toolkit.diffusion import load_inpainter
+from toolkit.artifacts import load_inpainter
 from toolkit.diffusion.train import make_config, read_log, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -189,6 +189,44 @@ def test_flip_matches_dataset_flip(fdf_dir):
         assert torch.equal(flipped[k][1], plain[k][1]), k
     vis = ref["visible"]
     assert torch.allclose(flipped["keypoints"][0][vis], ref["keypoints"][vis])
+
+
+def test_augment_moves_keypoints_and_box_with_the_image():
+    """Scale/shift jitter keeps image, keypoints and face box together; tone jitter changes only the tone."""
+    from toolkit.diffusion.train import augment_batch
+
+    S, b = 32, 6
+    yy, xx = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")
+    kp = torch.full((b, 7, 2), -1.0)
+    kp[:, 0] = torch.tensor([[0.3 + 0.08 * i, 0.6 - 0.05 * i] for i in range(b)])  # a bright dot at the nose
+    image = -torch.ones(b, 3, S, S)
+    for i in range(b):
+        image[i] += 2 * torch.exp(-((xx - kp[i, 0, 0] * S) ** 2 + (yy - kp[i, 0, 1] * S) ** 2) / 2.0)
+    mask = torch.ones(b, 1, S, S)
+    mask[:, :, 10:22, 9:20] = 0
+    batch = {"image": image, "mask": mask, "keypoints": kp, "visible": kp[..., 0] >= 0}
+    aug = {"scale": 0.2, "shift": 0.1}
+    assert augment_batch(batch, torch.Generator().manual_seed(0), {}) is batch
+    out = augment_batch(batch, torch.Generator().manual_seed(0), aug)
+    again = augment_batch(batch, torch.Generator().manual_seed(0), aug)
+    assert all(torch.equal(out[k], again[k]) for k in out)  # drawn from the step's generator only
+    assert not torch.equal(out["image"], image)
+    for i in range(b):
+        peak = divmod(int(out["image"][i, 0].argmax()), S)
+        nose = out["keypoints"][i, 0] * S
+        assert abs(peak[1] + 0.5 - nose[0]) <= 1.0 and abs(peak[0] + 0.5 - nose[1]) <= 1.0
+        assert bool(out["visible"][i, 0]) and not bool(out["visible"][i, 1:].any())
+        ys, xs = torch.nonzero(out["mask"][i, 0] == 0, as_tuple=True)  # still one box, around the moved box
+        assert len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    from toolkit.diffusion.cli import parse_augment
+
+    assert parse_augment("scale=0.2, shift=0.1") == aug and parse_augment(None) is None
+    for bad in ("zoom=0.1", "scale=big", "shift=1.5"):
+        with pytest.raises(ValueError, match="--augment"):
+            parse_augment(bad)
+    tone = augment_batch(batch, torch.Generator().manual_seed(1), {"brightness": 0.2, "contrast": 0.3})
+    assert torch.equal(tone["mask"], mask) and torch.equal(tone["keypoints"], kp)
+    assert not torch.allclose(tone["image"], image) and tone["image"].abs().max() <= 1
 
 
 def test_heatmaps_match_data_keypoint_maps(fdf_dir):

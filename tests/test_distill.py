@@ -216,7 +216,7 @@ def test_student_is_closer_to_teacher_on_held_out_faces(tiny_student_run, fdf_di
 
 def test_student_implements_the_inpainter_contract(tiny_student_run, fdf_dir):
     from toolkit.data import FDFDataset
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     inp = load_inpainter(tiny_student_run)
     assert inp.resolution == 32

@@ -12,7 +12,7 @@ import pytest
 from toolkit.artifacts import write_manifest
 from toolkit.cli import main as toolkit_main
 from toolkit.deploy import codegen, int8ref, ir
-from toolkit.deploy.cli_export import check_fit, export
+from toolkit.deploy.export import check_fit, export
 
 ROOT = Path(__file__).resolve().parent.parent
 TKENGINE = ROOT / "firmware" / "lib" / "tkengine"
@@ -162,7 +162,7 @@ def test_tflite_is_embedded_in_xxd_form(export_models, tmp_path):
 def test_multi_step_artifact_gives_one_model_per_step(export_models, tmp_path):
     """The quantize artifact layout of a student: `steps` in toolkit.json, files under step<k>/."""
     from toolkit.artifacts import read_manifest
-    from toolkit.deploy.cli_export import export_all
+    from toolkit.deploy.export import export_all
 
     run = tmp_path / "run"
     steps = {}

@@ -29,7 +29,7 @@ def _inpaint(inpainter, crops, seed=5):
 
 def test_int8_output_is_close_to_the_float_student_but_not_equal(quantized_student_run, tiny_student_run,
                                                                    real_crops):
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     int8 = load_inpainter(quantized_student_run)  # the load_inpainter dispatch on stage "quantized"
     float_ = load_inpainter(tiny_student_run)
@@ -53,7 +53,7 @@ def test_int8_steps_agree_with_onnxruntime_on_the_qdq_model(quantized_student_ru
     """The step networks are the run's QDQ graphs: onnxruntime on the same file agrees within 1 LSB."""
     import onnxruntime as ort
 
-    from toolkit.deploy.int8_inpainter import load_int8_inpainter
+    from toolkit.distill.int8_inpainter import load_int8_inpainter
     from toolkit.distill.inpainter import heatmaps, student_input
 
     inp = load_int8_inpainter(quantized_student_run)
@@ -93,7 +93,7 @@ def test_anonymize_cli_runs_the_quantized_student(tmp_path, quantized_student_ru
 
 
 def test_incomplete_or_wrong_artifacts_are_refused(tmp_path, quantized_student_run):
-    from toolkit.deploy.int8_inpainter import load_int8_inpainter
+    from toolkit.distill.int8_inpainter import load_int8_inpainter
 
     one_step = tmp_path / "one-step"
     shutil.copytree(quantized_student_run, one_step)

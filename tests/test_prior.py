@@ -90,7 +90,7 @@ def test_face_colour_comes_from_the_context_never_from_the_face():
 
 
 def test_teacher_sdedit_start(tiny_teacher_run):
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     model = load_inpainter(tiny_teacher_run)
     assert model.face_prior is not None and model.face_prior.resolution == model.resolution
@@ -110,7 +110,7 @@ def test_teacher_sdedit_start(tiny_teacher_run):
 
 
 def test_prior_travels_teacher_student_and_student_start(tiny_student_run):
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     student = load_inpainter(tiny_student_run)
     assert student.face_prior is not None
@@ -125,7 +125,7 @@ def test_gray_model_sees_gray_crops_and_paints_the_context_skin(tiny_teacher_run
     """A "luma" model (trained on gray faces) gets its crops in gray and a start from the mean face; the face
     it draws gets the context's skin chroma; nothing outside the crop box changes."""
     from toolkit.anonymize import anonymize_image
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     run = tmp_path / "gray-teacher"
     shutil.copytree(tiny_teacher_run, run)

@@ -13,7 +13,7 @@ def _manifest(run):
 
 
 def _held_out_inputs(manifest, step, n, seed=4242):
-    from toolkit.deploy.cli_quantize import StudentInputs
+    from toolkit.distill.quantize import StudentInputs
 
     source = manifest["source"]
     return StudentInputs(source["path"], source["manifest"]).for_step(step, held_out=True)(n, seed)
@@ -143,7 +143,7 @@ def test_tflite_runs_in_tflm_and_roughly_matches_float(quantized_student_run):
 
 
 def test_fit_report_in_manifest_and_table(quantized_student_run, capsys):
-    from toolkit.deploy.cli_quantize import format_table
+    from toolkit.deploy.cli import format_table
 
     m = _manifest(quantized_student_run)
     fit = m["steps"]["0"]["fit"]
@@ -163,7 +163,7 @@ def test_calibration_inputs_are_what_the_student_sees(tiny_student_run):
     import torch
 
     from toolkit.artifacts import read_manifest
-    from toolkit.deploy.cli_quantize import StudentInputs
+    from toolkit.distill.quantize import StudentInputs
     from toolkit.distill.inpainter import sample_student
 
     src = StudentInputs(tiny_student_run, read_manifest(tiny_student_run, expect_stage="student"))

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from toolkit.pose import multi
-from toolkit.sensor import reference as R
+from toolkit.onboard import reference as R
 
 
 def _decode_pipe(**kw):
     """A Pipeline with only what decode_centers_int8 reads (stride 4, zero point -10, offset LUT 16 px/unit)."""
-    from toolkit.sensor.config import Pipeline
+    from toolkit.onboard.config import Pipeline
 
     base = dict(frame_size=16, pose_name="p", pose_graph=None, pose_source="", pose_input_lut=None,
                 heatmap_zero_point=-10, heatmap_stride=4, heatmap_scale=0.05, visible_min=10, size=8,
@@ -110,15 +110,15 @@ def test_verify_refuses_a_frame_with_a_face_left(multi_pipeline, multi_frames):
 
 
 def test_blank_frame_fails_closed(multi_pipeline):
-    from toolkit.sensor.frames import blank_frame
+    from toolkit.onboard.frames import blank_frame
 
     out, info = R.anonymize_frame(blank_frame(96), multi_pipeline, 0)
     assert out is None and info["status"] == R.STATUS_NO_FACE and info["gate"] == R.GATE_NO_PERSON
 
 
 def test_multi_person_pipeline_fits_stm32h743(multi_pipeline, quantized_multi_pose_run, quantized_student_run):
-    from toolkit.bench.pipeline import fit_checks
-    from toolkit.sensor.config import memory_plan
+    from toolkit.onboard.bench import fit_checks
+    from toolkit.onboard.config import memory_plan
 
     arenas = {n: 128 * 1024 for n in multi_pipeline.model_names}  # generous stand-in for the planned arenas
     mem = memory_plan(multi_pipeline, arenas)

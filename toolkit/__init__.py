@@ -1,17 +1,8 @@
 """Privacy-friendly image preparation for TinyML.
 
 The chain (each stage a sub-package and a CLI verb, each writing a self-describing artifact directory):
-assets → detect → data → diffusion (train / sample) → anonymize → distill → deploy (quantize, export) → bench → eval
+assets → detect → data → diffusion (train / sample) → anonymize → distill / pose → deploy (quantize, export) →
+bench → onboard, and eval; docs/architecture.md is the map. Faces in one image: `from toolkit.detect import detect`.
 """
 
 __version__ = "0.1.0"
-
-
-def detect(image, **kwargs):
-    """Every person's face box and 7 FDF keypoints in `image` (path, PIL image or HxWx3 uint8 array).
-
-    Thin lazy wrapper so `import toolkit` stays cheap; see `toolkit.detect.detect`.
-    """
-    from toolkit.detect import detect as _detect
-
-    return _detect(image, **kwargs)

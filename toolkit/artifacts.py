@@ -1,9 +1,12 @@
 """Artifact directories: diffusers-style weights + `toolkit.json`, which records what produced them.
 
 Every stage reads its input's `toolkit.json` through `read_manifest(..., expect_stage=...)` and refuses a
-mismatched artifact with a message that says what it found and what it wanted.
+mismatched artifact with a message that says what it found and what it wanted. `load(run_dir)` finds the
+loader of an artifact by the stage its manifest names (`LOADERS`), so a consumer never imports the stage
+that produced its input (docs/architecture.md).
 """
 
+import importlib
 import json
 import os
 import platform
@@ -64,6 +67,35 @@ def read_manifest(directory, expect_stage=None) -> dict:
                 f"{' or '.join(repr(w) for w in wanted)}"
             )
     return manifest
+
+
+# stage -> "module:function(run_dir, device=None)" that loads its artifact; imported only when one is loaded.
+LOADERS = {
+    "teacher": "toolkit.diffusion:load_teacher",
+    "student": "toolkit.distill:load_student_inpainter",
+    "quantized": "toolkit.distill:load_int8_inpainter",
+    "pose": "toolkit.pose:load_pose",
+}
+# Stages whose artifacts are inpainters (the contract in toolkit/diffusion/__init__.py).
+INPAINTER_STAGES = ("teacher", "student", "quantized")
+
+
+def load(directory, expect_stage=None, device=None):
+    """The object an artifact directory holds, loaded by its stage's loader (`LOADERS`).
+
+    `expect_stage` (str or tuple) narrows what is accepted; `device`: torch device string or None (default)."""
+    manifest = read_manifest(directory, expect_stage=expect_stage or tuple(LOADERS))
+    stage = manifest.get("stage")
+    if stage not in LOADERS:
+        raise ArtifactError(f"{directory}: a '{stage}' artifact has no loader (loadable: {', '.join(LOADERS)})")
+    module, name = LOADERS[stage].split(":")
+    return getattr(importlib.import_module(module), name)(directory, device=device)
+
+
+def load_inpainter(run_dir, device=None):
+    """The inpainter of a `teacher`, `student` or `quantized` (student) run directory (see the contract in
+    toolkit/diffusion/__init__.py); anything else is an ArtifactError naming what it found."""
+    return load(run_dir, expect_stage=INPAINTER_STAGES, device=device)
 
 
 def update_manifest(directory, **fields) -> dict:

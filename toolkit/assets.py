@@ -45,7 +45,12 @@ OPENCV_DOC_PACKAGE = "opencv-doc"
 
 # Frames of vtest.avi kept as sample photos (small pedestrians; a hard case for the detectors).
 VTEST_FRAMES = (0, 100, 200, 300, 400, 500, 600, 700)
-LFW_FACES = 100  # lfw_subset holds 100 faces followed by 100 non-faces; only the faces are kept
+LFW_FACES = 100  # lfw_subset holds 100 faces followed by 100 non-faces (patches of the same news photos)
+# Photographs without people in scikit-image, plus LFW's 100 non-faces: real scenes that `data build
+# --backgrounds` puts around tightly cropped training faces instead of edge-replicated streaks.
+# Not astronaut or camera: those show people.
+SKIMAGE_SCENES = ("brick", "chelsea", "clock", "coffee", "coins", "grass", "gravel", "moon", "page", "rocket",
+                  "text")
 # Keypoints of the astronaut photo (512x512 px, toolkit.keypoints order): the output of this toolkit's BlazePose
 # detector on the photo, recorded once. A regression reference for the detector, not ground truth: its left
 # eye sits 9 px under the pupil. What a person can see is ASTRONAUT_FACE_POINTS_BY_EYE.
@@ -59,7 +64,7 @@ ASTRONAUT_FACE_POINTS_BY_EYE = np.array([(224, 127), (247, 103), (203, 102)], np
 @dataclass(frozen=True)
 class Asset:
     name: str  # public name, e.g. "face_detection_short_range", "messi5", "lfw_007"
-    kind: str  # "model" | "photo" | "lfw"
+    kind: str  # "model" | "photo" | "lfw" | "background"
     source: str  # "mediapipe" | "face_recognition" | "opencv_doc" | "skimage"
     relpath: str  # where it lives under toolkit_home()
     member: str = ""  # file name inside the source package (basename is used to search --from DIR)
@@ -114,11 +119,15 @@ PHOTOS = (
             "./usr/share/doc/opencv-doc/examples/data/vtest.avi") for i in VTEST_FRAMES),
 )
 LFW = tuple(Asset(f"lfw_{i:03d}", "lfw", "skimage", f"samples/lfw/{i:03d}.png") for i in range(LFW_FACES))
-ALL_ASSETS = {a.name: a for a in (*MODELS, *PHOTOS, *LFW)}
+BACKGROUNDS = (*(Asset(f"bg_{n}", "background", "skimage", f"samples/backgrounds/{n}.png") for n in SKIMAGE_SCENES),
+               *(Asset(f"bg_lfw_{i:03d}", "background", "skimage", f"samples/backgrounds/lfw_{i:03d}.png")
+                 for i in range(LFW_FACES)))
+ALL_ASSETS = {a.name: a for a in (*MODELS, *PHOTOS, *LFW, *BACKGROUNDS)}
 GROUPS = {
     "models": [a.name for a in MODELS],
     "photos": [a.name for a in PHOTOS],
     "lfw": [a.name for a in LFW],
+    "backgrounds": [a.name for a in BACKGROUNDS],
     "vtest": [a.name for a in PHOTOS if a.name.startswith("vtest_")],
 }
 SOURCE_HINT = {
@@ -488,14 +497,18 @@ def _produce_skimage(assets: list[Asset], record: dict) -> None:
         arr = skdata.astronaut()
         _check_pixels("astronaut", arr)
         _write_derived(ALL_ASSETS["astronaut"], _png_bytes(arr), record)
-    lfw = [a for a in assets if a.kind == "lfw"]
+    lfw = [a for a in assets if a.kind == "lfw" or a.name.startswith("bg_lfw_")]
     if lfw:
         faces = skdata.lfw_subset()
         # Floats in [0,1] in recent scikit-image; store as 8-bit grayscale PNGs.
         faces8 = np.clip(np.round(faces * 255.0), 0, 255).astype(np.uint8) if faces.dtype != np.uint8 else faces
         _check_pixels("lfw_subset", faces8)
         for a in lfw:
-            _write_derived(a, _png_bytes(faces8[int(a.name.split("_")[1])]), record)
+            i = int(a.name.rsplit("_", 1)[1])
+            _write_derived(a, _png_bytes(faces8[i if a.kind == "lfw" else LFW_FACES + i]), record)
+    for a in assets:
+        if a.kind == "background" and not a.name.startswith("bg_lfw_"):
+            _write_derived(a, _png_bytes(np.asarray(getattr(skdata, a.name[3:])())), record)
 
 
 def _check_pixels(key: str, arr: np.ndarray) -> None:
@@ -647,6 +660,12 @@ def lfw_faces() -> list[Path]:
     return [paths[a.name] for a in LFW]
 
 
+def backgrounds() -> list[Path]:
+    """Real photos without people (scikit-image scenes, LFW's 25x25 non-faces), as PNG paths."""
+    paths = fetch(only=["backgrounds"], progress=False)
+    return [paths[a.name] for a in BACKGROUNDS]
+
+
 # ----------------------------------------------------------------------------------------------------
 # CLI
 
@@ -672,7 +691,7 @@ def register(sub) -> None:
     f.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     f.set_defaults(func=_run_fetch)
     ls = verbs.add_parser("list", help="what is cached, sizes, and whether each sha256 checks out")
-    ls.add_argument("--all", action="store_true", help="list each of the 100 LFW crops too")
+    ls.add_argument("--all", action="store_true", help="list each LFW crop and background too")
     ls.set_defaults(func=_run_list)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -688,19 +707,20 @@ def _run_fetch(args) -> int:
 def _run_list(args) -> int:
     record = _load_record()
     bad = 0
-    lfw_ok = lfw_total = 0
+    folded = {"lfw": [0, 0, "lfw_000..lfw_099"], "background": [0, 0, "bg_* (scenes, LFW non-faces)"]}
     print(f"cache: {toolkit_home()}")
     for a in ALL_ASSETS.values():
         ok, reason = verify(a, record)
         bad += not ok
-        if a.kind == "lfw" and not args.all:
-            lfw_total += 1
-            lfw_ok += ok
+        if a.kind in folded and not args.all:  # 100-file groups: one line each
+            folded[a.kind][0] += ok
+            folded[a.kind][1] += 1
             continue
         size = a.path().stat().st_size if a.path().is_file() else 0
         print(f"  {a.name:28s} {size / 1e6:8.2f} MB  {'ok' if ok else reason:12s}  {a.relpath}")
     if not args.all:
-        print(f"  {'lfw_000..lfw_099':28s} {lfw_ok}/{lfw_total} ok")
+        for n_ok, total, label in folded.values():
+            print(f"  {label:28s} {n_ok}/{total} ok")
     if bad:
         print(f"{bad} asset(s) missing or bad: run `toolkit assets fetch`")
     return 1 if bad else 0

@@ -1,7 +1,7 @@
 """`toolkit` command line: one verb per stage.
 
-Each stage module exposes `register(subparsers)`, which adds its verb and sets `func` on the parser.
-Stage modules are imported lazily (only the chosen verb's code loads torch / tensorflow).
+Each stage's `cli.py` exposes one `register...(subparsers)` per verb, which adds it and sets `func` on the
+parser. They are imported lazily (only the chosen verb's code loads torch / tensorflow).
 """
 
 import argparse
@@ -13,18 +13,18 @@ from toolkit import __version__
 from toolkit.boards import extra_boards_dir
 from toolkit.errors import LibraryFailure
 
-# verb -> (module with register(), one-line help). The module is imported only when needed.
+# verb -> ("module" with register(), or "module:function" that registers it, one-line help); imported when chosen.
 VERBS = {
     "assets": ("toolkit.assets", "fetch pretrained detector models and sample photos into the cache"),
     "detect": ("toolkit.detect.cli", "find faces and the 7 FDF keypoints in images"),
     "data": ("toolkit.data.cli", "check or build FDF-format datasets"),
-    "train": ("toolkit.diffusion.cli_train", "train the keypoint-conditioned diffusion teacher"),
-    "sample": ("toolkit.diffusion.cli_sample", "inpaint faces of an FDF dataset with a trained model"),
+    "train": ("toolkit.diffusion.cli:register_train", "train the keypoint-conditioned diffusion teacher"),
+    "sample": ("toolkit.diffusion.cli:register_sample", "inpaint faces of an FDF dataset with a trained model"),
     "anonymize": ("toolkit.anonymize.cli", "replace every face in images, folders, videos or COCO sets"),
     "distill": ("toolkit.distill.cli", "distill the teacher into a 1-4 step microcontroller student"),
     "boards": ("toolkit.boards_cli", "list the board profiles (--target names)"),
-    "quantize": ("toolkit.deploy.cli_quantize", "NNCF quantization-aware fine-tuning and int8 export"),
-    "export": ("toolkit.deploy.cli_export", "generate C arrays and int8 inference code"),
+    "quantize": ("toolkit.deploy.cli:register_quantize", "NNCF quantization-aware fine-tuning and int8 export"),
+    "export": ("toolkit.deploy.cli:register_export", "generate C arrays and int8 inference code"),
     "bench": ("toolkit.bench.cli", "run a model on a board or QEMU and collect timings"),
     "demo": ("toolkit.demo", "run the whole chain on the bundled real photos (resumable)"),
     "eval": ("toolkit.eval.cli", "measure identity leak, keypoint preservation and realism per method"),
@@ -46,8 +46,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         if name != verb:
             sub.add_parser(name, help=help_text)
             continue
-        module = importlib.import_module(module_name)
-        module.register(sub)
+        module, _, register = module_name.partition(":")
+        getattr(importlib.import_module(module), register or "register")(sub)
         # also after the verb; SUPPRESS keeps a value given before it
         _add_boards_dir(sub.choices[name], default=argparse.SUPPRESS)
     return parser

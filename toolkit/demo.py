@@ -30,8 +30,9 @@ TARGET = "stm32h743"
 BENCH_BOARD = "qemu-m7"
 EVAL_METHODS = "ddpm,student,student-int8,blur,pixelate,mask"
 # LFW crops are 25 px photos whose face fills the frame, so the FDF-style crop (2x the face box) is only ~30 %
-# inside the photo; the data builder's default (0.4) would drop them all. The rest is edge-replicated context.
+# inside the photo; the data builder's default (0.4) would drop them all. The rest is filled from real scenes.
 TRAIN_MIN_INSIDE = 0.2
+TRAIN_VARIANTS = 4  # crops per LFW face, each on another scene
 MIN_TRAINING_FACES = 50  # fewer and the teacher learns next to nothing in the default step budget
 # The pose model is evaluated on people it never saw (other identities: the obama photos are all one person).
 POSE_HELDOUT = ("astronaut", "biden", "messi5", "vtest_600")
@@ -74,6 +75,7 @@ def demo_threads(requested=None) -> int:
 
 def _stages(out: Path, size: dict, threads: int):
     photos, training, data, teacher = out / "photos", out / "training-photos", out / "dataset", out / "teacher"
+    backgrounds = out / "training-backgrounds"
     student, quant, export = out / "student", out / "student-int8", out / "export"
     pose_photos, pose, pose_quant = out / "pose-photos", out / "pose", out / "pose-int8"
     firmware = out / "firmware"  # the demo builds its own copy, so the repository's firmware/ stays clean
@@ -83,8 +85,11 @@ def _stages(out: Path, size: dict, threads: int):
         ("assets", ["assets", "fetch"], None),
         ("photos", _copy_photos, photos),
         ("training-photos", _copy_training_photos, training),
+        ("training-backgrounds", _copy_backgrounds, backgrounds),
+        # LFW faces are cut tightly: their crops are mostly padding, filled from real scenes.
         ("dataset", ["data", "build", "--images", str(training), "--out", str(data), "--size", "64",
-                     "--min-face", "12", "--min-inside", str(TRAIN_MIN_INSIDE), "--quiet"], data),
+                     "--min-face", "12", "--min-inside", str(TRAIN_MIN_INSIDE), "--backgrounds", str(backgrounds),
+                     "--variants", str(TRAIN_VARIANTS), "--quiet"], data),
         ("teacher", ["train", "--data", str(data), "--preset", "tiny32", "--out", str(teacher),
                      "--max-steps", str(size["train_steps"]), "--checkpoint-every", "100"], teacher),
         ("anonymize-teacher", ["anonymize", str(photos), "--out", str(out / "anonymized-teacher"),
@@ -149,11 +154,25 @@ def _copy_training_photos(dest: Path):
     dest.mkdir(parents=True, exist_ok=True)
     for src in assets.lfw_faces():
         shutil.copy2(src, dest / f"lfw_{src.name}")
+    _refuse_photos_to_anonymize(dest)
+
+
+def _refuse_photos_to_anonymize(training: Path):
     # A generator trained on the very faces it replaces could paste the person back (a tiny model memorizes).
-    shared = set(_content_hashes(dest)) & set(_content_hashes(dest.parent / "photos"))
+    shared = set(_content_hashes(training)) & set(_content_hashes(training.parent / "photos"))
     if shared:
-        raise RuntimeError(f"training photos include {len(shared)} of the photos to anonymize; refusing to train "
+        raise RuntimeError(f"{training.name} includes {len(shared)} of the photos to anonymize; refusing to train "
                            "on them")
+
+
+def _copy_backgrounds(dest: Path):
+    """copy the scenes without people that surround the LFW faces in training (scikit-image, LFW non-faces)"""
+    from toolkit import assets
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in assets.backgrounds():
+        shutil.copy2(src, dest / src.name)
+    _refuse_photos_to_anonymize(dest)
 
 
 def _split_pose_photos(dest: Path):
@@ -172,7 +191,8 @@ def _report_dataset(data: Path):
     from toolkit.artifacts import read_manifest
 
     m = read_manifest(data, expect_stage="dataset")
-    print(f"  training faces: {m['num_faces']} from {m['num_photos']} of {m['num_files']} LFW photos "
+    print(f"  training faces: {m['num_faces']} from {m['num_photos']} of {m['num_files']} LFW photos, "
+          f"{m.get('variants', 1)} crops each on other scenes "
           f"(train {m['splits'].get('train', 0)}, val {m['splits'].get('val', 0)}); "
           "none of them is among the photos anonymized", flush=True)
     if m["num_faces"] < MIN_TRAINING_FACES:
@@ -291,7 +311,7 @@ def _pipeline_section(path: Path) -> list[str]:
     """The on-device frame pipeline's figures, as `toolkit bench --pipeline` prints them."""
     if not path.exists():
         return []
-    from toolkit.bench.pipeline import stage_table
+    from toolkit.onboard.bench import stage_table
 
     result = json.loads(path.read_text())
     s = result["summary"]

@@ -263,7 +263,8 @@ void ee_selftest_input(int8_t *dst, uint32_t n) {
 
 /* ---- commands ------------------------------------------------------------------------------------- */
 
-static void cmd_name(int argc) {
+static void cmd_name(int argc, char **argv) {
+    (void)argv;
     if (argc != 1) FAIL("usage", "name");
     r_begin_ok("name");
     r_kv_str("fw", EE_FIRMWARE_ID);
@@ -272,13 +273,10 @@ static void cmd_name(int argc) {
     r_send();
 }
 
-static void cmd_help(void) {
-    r_begin_ok("help");
-    r_str(" commands=name,help,info,model,load,infer,results,timing,selftest,pipeline,frame,anonymize,frame_out");
-    r_send();
-}
+static void cmd_help(int argc, char **argv); /* lists the table below */
 
-static void cmd_info(int argc) {
+static void cmd_info(int argc, char **argv) {
+    (void)argv;
     uint32_t pool_size = 0, i;
     if (argc != 1) FAIL("usage", "info");
     (void)th_pool(&pool_size);
@@ -439,7 +437,8 @@ static void cmd_results(int argc, char **argv) {
     r_send();
 }
 
-static void cmd_timing(int argc) {
+static void cmd_timing(int argc, char **argv) {
+    (void)argv;
     if (argc != 1) FAIL("usage", "timing");
     if (!st.model || st.runs == 0) FAIL("no_timing", "run infer first");
     r_begin_ok("timing");
@@ -509,7 +508,8 @@ static void cmd_selftest(int argc, char **argv) {
 
 /* ---- on-device pipeline ----------------------------------------------------------------------------- */
 
-static void cmd_pipeline(int argc) {
+static void cmd_pipeline(int argc, char **argv) {
+    (void)argv;
     const tk_pipeline_t *p;
     uint32_t pool_size = 0, k, total;
     if (argc != 1) FAIL("usage", "pipeline");
@@ -701,62 +701,45 @@ static void cmd_frame_out(int argc, char **argv) {
     r_send();
 }
 
+/* One row per command, in the order `help` lists them. */
+typedef struct {
+    const char *name;
+    void (*run)(int argc, char **argv);
+} ee_command_t;
+
+static const ee_command_t commands[] = {
+    {"name", cmd_name},         {"help", cmd_help},           {"info", cmd_info},
+    {"model", cmd_model},       {"load", cmd_load},           {"infer", cmd_infer},
+    {"results", cmd_results},   {"timing", cmd_timing},       {"selftest", cmd_selftest},
+    {"pipeline", cmd_pipeline}, {"frame", cmd_frame},         {"anonymize", cmd_anonymize},
+    {"frame_out", cmd_frame_out},
+};
+#define EE_NUM_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void cmd_help(int argc, char **argv) {
+    uint32_t i;
+    (void)argc;
+    (void)argv;
+    r_begin_ok("help");
+    r_str(" commands=");
+    for (i = 0; i < EE_NUM_COMMANDS; i++) {
+        if (i) r_str(",");
+        r_str(commands[i].name);
+    }
+    r_send();
+}
+
 void ee_handle_line(char *line) {
     char *argv[EE_MAX_ARGS];
+    uint32_t i;
     int argc = ee_split(line, argv, EE_MAX_ARGS);
     if (argc < 0) FAIL("syntax", "too many arguments");
     if (argc == 0) FAIL("syntax", "empty line");
-    if (strcmp(argv[0], "name") == 0) {
-        cmd_name(argc);
-        return;
-    }
-    if (strcmp(argv[0], "help") == 0) {
-        cmd_help();
-        return;
-    }
-    if (strcmp(argv[0], "info") == 0) {
-        cmd_info(argc);
-        return;
-    }
-    if (strcmp(argv[0], "model") == 0) {
-        cmd_model(argc, argv);
-        return;
-    }
-    if (strcmp(argv[0], "load") == 0) {
-        cmd_load(argc, argv);
-        return;
-    }
-    if (strcmp(argv[0], "infer") == 0) {
-        cmd_infer(argc, argv);
-        return;
-    }
-    if (strcmp(argv[0], "results") == 0) {
-        cmd_results(argc, argv);
-        return;
-    }
-    if (strcmp(argv[0], "timing") == 0) {
-        cmd_timing(argc);
-        return;
-    }
-    if (strcmp(argv[0], "selftest") == 0) {
-        cmd_selftest(argc, argv);
-        return;
-    }
-    if (strcmp(argv[0], "pipeline") == 0) {
-        cmd_pipeline(argc);
-        return;
-    }
-    if (strcmp(argv[0], "frame") == 0) {
-        cmd_frame(argc, argv);
-        return;
-    }
-    if (strcmp(argv[0], "anonymize") == 0) {
-        cmd_anonymize(argc, argv);
-        return;
-    }
-    if (strcmp(argv[0], "frame_out") == 0) {
-        cmd_frame_out(argc, argv);
-        return;
+    for (i = 0; i < EE_NUM_COMMANDS; i++) {
+        if (strcmp(argv[0], commands[i].name) == 0) {
+            commands[i].run(argc, argv);
+            return;
+        }
     }
     reply_err("unknown_command", "see help");
 }

@@ -45,10 +45,17 @@ run_unit() {
 (cd "$REPO" && python -m toolkit.bench.pio setup) || { echo "0 passed, 1 failed"; exit 1; }
 
 mkdir -p .pio
-# 1. builds: the benchmark firmware for every offline env, and the unit-test programs
+# The tests build the benchmark firmware in a private copy of the project (.pio/smoke/fw) and export the models
+# they need there themselves: firmware/generated/ (ignored, a developer's own exports) never changes what runs.
+SMOKE=$FW_DIR/.pio/smoke
+(cd "$REPO" && python -c 'import sys; from toolkit.bench import firmware; firmware.copy_project(sys.argv[1])' \
+    "$SMOKE/fw") || { echo "0 passed, 1 failed"; exit 1; }
+
+# 1. builds: the benchmark firmware for every offline env (in the copy), and the unit-test programs
 bp=0; bf=0
 for env in native qemu_m4 qemu_m7 test_native test_qemu_m4 test_qemu_m7; do
-    if pio run -s -e "$env" >.pio/build_$env.log 2>&1; then
+    dir=$FW_DIR; [[ $env == test_* ]] || dir=$SMOKE/fw
+    if pio run -s -d "$dir" -e "$env" >.pio/build_$env.log 2>&1; then
         bp=$((bp + 1))
     else
         bf=$((bf + 1)); echo "build of $env failed:"; tail -30 .pio/build_$env.log
@@ -63,28 +70,25 @@ run_unit native .pio/build/test_native/program
 run_unit qemu_m4 "${QEMU[@]}" -M mps2-an386 -kernel .pio/build/test_qemu_m4/program.elf
 run_unit qemu_m7 "${QEMU[@]}" -M mps2-an500 -kernel .pio/build/test_qemu_m7/program.elf
 
-# 3. kernels smoke: every model exported into generated/ runs the firmware's built-in input on the host and
-#    both QEMU cores, with the same output CRC everywhere and the Python int8 reference's CRC. With nothing
-#    exported (always in CI), two small real models (the student-shaped net and the every-kernel net, int8
-#    quantized on crops of the astronaut photo, as the export tests build them) are exported into a private
-#    copy of the project, so generated/ stays untouched.
-if (cd "$REPO" && python - "$FW_DIR" <<'PY'
+# 3. kernels smoke: two small real models (the student-shaped net and the every-kernel net, int8 quantized on
+#    crops of the astronaut photo, as the export tests build them), exported into the private copy, run the
+#    firmware's built-in input on the host and both QEMU cores, with the same output CRC everywhere and the
+#    Python int8 reference's CRC.
+if (cd "$REPO" && python - "$SMOKE" <<'PY'
 import contextlib
 import sys
 from pathlib import Path
 from toolkit.bench import firmware, pio, transport
 from toolkit.bench.protocol import Device, crc32, selftest_input
 from toolkit.deploy import int8ref, ir
-fw = Path(sys.argv[1])
-if not firmware.exported_models(fw / "generated"):
-    sys.path.insert(0, str(fw.parent / "tests"))
-    from fixtures_export import build_qdq_model
-    smoke = fw / ".pio" / "smoke"
-    fw = firmware.copy_project(smoke / "fw")
-    for kind in ("student", "every"):
-        firmware.export_model(build_qdq_model(kind, smoke / "onnx"), "qemu-m4", fw, name=f"smoke_{kind}")
-    for env in ("native", "qemu_m4", "qemu_m7"):
-        pio.build(env, fw_dir=fw)
+smoke = Path(sys.argv[1])
+fw = smoke / "fw"
+sys.path.insert(0, str(Path.cwd() / "tests"))
+from fixtures_export import build_qdq_model
+for kind in ("student", "every"):
+    firmware.export_model(build_qdq_model(kind, smoke / "onnx"), "qemu-m4", fw, name=f"smoke_{kind}")
+for env in ("native", "qemu_m4", "qemu_m7"):
+    pio.build(env, fw_dir=fw)
 names = firmware.exported_models(fw / "generated")
 crcs = {}  # one CRC per model: the int8 reference's where its source is at hand, else the host's
 for name in names:
@@ -127,8 +131,8 @@ fi
 FUZZ_DIR=.pio/fuzz
 mkdir -p "$FUZZ_DIR"
 SRCS=(src/ee_harness.c src/ee_protocol.c src/port/port_native.c test/support/tiny_model.c
-      test/support/tiny_pipeline.c lib/tkengine/src/tk_frame.c test/fuzz/fuzz_protocol.c)
-INC=(-Isrc -Ilib/tkengine/include)
+      test/support/tiny_pipeline.c src/app/tk_frame.c test/fuzz/fuzz_protocol.c)
+INC=(-Isrc -Isrc/app -Ilib/tkengine/include)
 SAN=(-g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 fuzz_log=$FUZZ_DIR/fuzz.log
 if command -v clang >/dev/null && clang "${SAN[@]}" -fsanitize=fuzzer "${INC[@]}" "${SRCS[@]}" \

@@ -17,12 +17,15 @@ from toolkit.anonymize.pipeline import (
     anonymize_image,
 )
 
+_LAZY = {"anonymize_files": "toolkit.anonymize.runner"}
 
-def anonymize_files(*args, **kwargs):
-    """See `toolkit.anonymize.runner.anonymize_files`."""
-    from toolkit.anonymize.runner import anonymize_files as _impl
 
-    return _impl(*args, **kwargs)
+def __getattr__(name):  # PEP 562: a name loads its module on first use
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["METHODS", "ON_MISS", "FaceNotAnonymizedError", "ImageResult", "Options", "anonymize_batch",

@@ -25,7 +25,7 @@ from toolkit.anonymize.baselines import (
     box_pixels,
     mask_box,
 )
-from toolkit.data.crop import crop_and_resize, expanded_crop_box, face_box_in_crop, face_mask, to_crop_coords
+from toolkit.crop import crop_and_resize, expanded_crop_box, face_box_in_crop, face_mask, to_crop_coords
 from toolkit.diffusion.prior import DEFAULT_STRENGTH as DEFAULT_PRIOR_STRENGTH
 
 METHODS = ("ddpm",) + BASELINES

@@ -45,7 +45,7 @@ def load_model(run_dir, device: str):
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise FileNotFoundError(f"--model {run_dir}: no such run directory")
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     params = inspect.signature(load_inpainter).parameters
     try:

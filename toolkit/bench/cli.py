@@ -12,7 +12,6 @@ Writes FILE (JSON), FILE with .csv and .png beside it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import platform
@@ -23,13 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from toolkit.bench import firmware, pio
+from toolkit.bench import firmware
 from toolkit.bench.protocol import Device, DeviceError, crc32, selftest_input
+from toolkit.bench.transport import ICOUNT_INSNS_PER_TICK, open_device, unit_note
 
 BOARDS = ("qemu-m4", "qemu-m7", "native")
-# Under -icount shift=0 an instruction advances virtual time by 1 ns and QEMU's mps2 SysTick counts the
-# 25 MHz board clock: 1 tick = 40 instructions (checked by the firmware unit test `icount_ratio`).
-ICOUNT_INSNS_PER_TICK = 40
 
 
 def register(subparsers) -> None:
@@ -47,7 +44,7 @@ def register(subparsers) -> None:
     where.add_argument("--board", choices=BOARDS, help="build the firmware and run it here (QEMU or host)")
     where.add_argument("--port", help="serial device or pyserial URL of a board running the firmware")
     p.add_argument("--model", required=True,
-                   help="quantized run directory or QDQ .onnx (exported into firmware/generated/), or the "
+                   help="quantized run directory or QDQ .onnx (exported into the firmware project it builds), or the "
                         "name of a model already exported there")
     p.add_argument("-n", "--runs", type=int, default=3, help="timed inferences per input")
     p.add_argument("--inputs", type=int, default=3, help="real face crops to run (astronaut, mirrored, LFW...)")
@@ -61,7 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("--firmware-dir", default=None,
                    help="firmware project to export into and build (default: the toolkit's build folder "
                         "$TOOLKIT_HOME/firmware, a copy of the bundled project)")
-    pp = p.add_argument_group("on-device pipeline (--pipeline; see toolkit/bench/pipeline.py)")
+    pp = p.add_argument_group("on-device pipeline (--pipeline; see toolkit/onboard/bench.py)")
     pp.add_argument("--pipeline", action="store_true",
                     help="benchmark the whole anonymize_frame pipeline (pose -> face box -> student -> paste) "
                          "on real frames instead of one model; --model is the quantized student")
@@ -72,7 +69,7 @@ def register(subparsers) -> None:
                     help="noise seed of the first frame (frame i uses seed + i; default 0)")
     pp.add_argument("--visible-peak", type=float, default=None,
                     help="heatmap peak (fraction of 1.0) at which a keypoint counts as seen (default: "
-                         "toolkit.sensor.config.VISIBLE_PEAK, VISIBLE_PEAK_MULTI for a multi-person net)")
+                         "toolkit.onboard.config.VISIBLE_PEAK, VISIBLE_PEAK_MULTI for a multi-person net)")
     p.set_defaults(func=run)
 
 
@@ -90,27 +87,6 @@ def _resolve_models(args, fw_dir: Path, target: str) -> list[tuple[str, Path]]:
     if "/" in args.model or args.model.endswith(".onnx"):
         raise FileNotFoundError(f"--model {args.model}: no such file or directory")
     return firmware.resolve_exported(args.model, fw_dir)
-
-
-@contextlib.contextmanager
-def _open_device(args, fw_dir: Path, timeout: float):
-    from toolkit.bench import transport
-    from toolkit.boards import load_board
-
-    if args.port:
-        with transport.open_port(args.port, args.baud, timeout=timeout) as link:
-            yield link, {"board": None, "port": args.port}
-        return
-    board = load_board(args.board)
-    program = pio.build(board.platformio_env, fw_dir)
-    meta = {"board": board.name, "env": board.platformio_env, "program": str(program)}
-    if board.qemu_machine:
-        with transport.open_qemu(board.qemu_machine, program, timeout=timeout) as link:
-            meta["qemu"] = " ".join(link.qemu_cmd)
-            yield link, meta
-    else:
-        with transport.open_native(program, timeout=timeout) as link:
-            yield link, meta
 
 
 def _check_model(dev: Device, info: dict, name: str, graph) -> dict:
@@ -141,7 +117,7 @@ def bench(args) -> dict:
     floats_by_shape = {}
 
     rows, models, selftests = [], {}, {}
-    with _open_device(args, fw_dir, timeout=min(30.0, per_infer_timeout)) as (link, meta):
+    with open_device(args, fw_dir, timeout=min(30.0, per_infer_timeout)) as (link, meta):
         dev = Device(link)
         ident = dev.identify()
         info = dev.info()
@@ -209,7 +185,7 @@ def bench(args) -> dict:
         "tool": "toolkit bench", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(), "models": models,
         "device": {**meta, "firmware": ident.fields, "info": info},
-        "timer": {"unit": unit, "note": _unit_note(unit)},
+        "timer": {"unit": unit, "note": unit_note(unit)},
         "selftest": selftests, "runs_per_input": args.runs, "results": rows, "summary": summary,
         "_previews": [(label, _preview(x)) for label, x in next(iter(floats_by_shape.values()))],
     }
@@ -220,16 +196,6 @@ def _preview(x) -> np.ndarray:
     x = np.asarray(x)[0]
     rgb = x[3:6] if x.shape[0] == 14 else x[:3] if x.shape[0] >= 3 else np.repeat(x[:1], 3, 0)
     return ((np.clip(rgb, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
-
-
-def _unit_note(unit: str) -> str:
-    return {
-        "icount_ticks": "SysTick ticks under QEMU -icount shift=0,align=off,sleep=off: exactly repeatable and "
-                        f"proportional to instructions executed (1 tick = {ICOUNT_INSNS_PER_TICK} instructions); "
-                        "not cycles and not time on any real chip",
-        "cycles": "core clock cycles (DWT CYCCNT on Cortex-M, CCOUNT on ESP32-S3)",
-        "ns": "host wall-clock nanoseconds (CLOCK_MONOTONIC); the host is not the target",
-    }.get(unit, unit)
 
 
 def write_outputs(result: dict, out: Path) -> tuple[Path, Path, Path]:
@@ -281,10 +247,11 @@ def run(args) -> int:
     if out.suffix.lower() != ".json":
         raise ValueError(f"--out {out}: give a .json file name (CSV and PNG are written beside it)")
     if getattr(args, "pipeline", False):
-        from toolkit.bench import pipeline
+        from toolkit.onboard import bench as onboard_bench
+
         args.frames = 3 if args.frames is None else args.frames
         args.seed = 0 if args.seed is None else args.seed
-        return pipeline.run(args, out)
+        return onboard_bench.run(args, out)
     given = [flag for flag in ("pose", "frames", "seed", "visible_peak") if getattr(args, flag, None) is not None]
     if given:
         raise ValueError(", ".join("--" + f.replace("_", "-") for f in given) + " only apply with --pipeline")

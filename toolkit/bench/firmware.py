@@ -3,7 +3,9 @@
 `toolkit export --out firmware/generated` writes each network flat into that folder (`<name>.c`, `<name>.h`,
 `<name>_weights.c`, ...) and lists them in its `toolkit.json` (stage "exported", `models`: name -> source
 QDQ ONNX, sha256, ...); several exports share the folder. This module writes the registry
-`firmware/generated/models.c` from that list, so everything there is reproducible from the toolkit:
+`firmware/generated/models.c` from that list (through toolkit.deploy.csource, the one C writer), so
+everything there is reproducible from the toolkit and the folder is ignored by git. `toolkit bench` and the
+tests export and build in a copy of the project (`project_dir`, `copy_project`), never in firmware/:
 
     python -m toolkit.bench.firmware registry              # rewrite models.c from generated/toolkit.json
     python -m toolkit.bench.firmware add RUN_DIR [TARGET]  # export a quantized model (+ registry)
@@ -17,11 +19,14 @@ import sys
 from pathlib import Path
 
 from toolkit.bench.pio import FIRMWARE_DIR
+from toolkit.deploy.csource import registry_source, write_sources
 from toolkit.paths import toolkit_home
 
 GENERATED_DIR = FIRMWARE_DIR / "generated"
 REGISTRY = GENERATED_DIR / "models.c"
 EXPORT_STAGE = "exported"
+# written by toolkit.onboard.config beside the exports when the frame pipeline is built in
+CONFIG_FILES = ("pipeline_config.c", "pipeline_config.h", "pipeline_config.json")
 
 
 def _manifest_models(generated: Path) -> dict:
@@ -41,42 +46,25 @@ def exported_models(generated: Path = GENERATED_DIR) -> list[str]:
                   if (generated / f"{n}.c").is_file() and (generated / f"{n}.h").is_file())
 
 
-def registry_source(names: list[str], pipeline: bool = False) -> str:
-    """models.c: the model table, and `tk_pipeline` (generated/pipeline_config.c when `pipeline`, else NULL)."""
-    lines = [
-        "/* Model registry of the benchmark firmware, written by toolkit.bench.firmware (`toolkit bench`).",
-        " * Do not edit: regenerate with `python -m toolkit.bench.firmware registry`. */",
-        "#include <stddef.h>",
-        "",
-        '#include "tk_registry.h"',
-    ]
-    lines += [f'#include "{n}.h"' for n in names]
-    if pipeline:
-        lines.append('#include "pipeline_config.h"')
-    entries = "".join(f"&{n}_model, " for n in names)
-    lines += [
-        "",
-        f"const tk_model_t *const tk_models[] = {{{entries}NULL}};",
-        f"const uint32_t tk_model_count = {len(names)};",
-        "const tk_pipeline_t *const tk_pipeline = " + ("&tk_pipeline_config;" if pipeline else "NULL;"),
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def write_registry(generated: Path = GENERATED_DIR) -> list[str]:
     """Rewrites models.c for the exports present; only touches the file when it changes (no rebuild)."""
-    from toolkit.sensor.config import configured_models
-
     generated = Path(generated)
     names = exported_models(generated)
     # the pipeline config is linked only when every network it calls is exported beside it
     wanted = configured_models(generated)
-    text = registry_source(names, pipeline=bool(wanted) and set(wanted) <= set(names))
-    path = generated / "models.c"
-    if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
+    write_sources({"models.c": registry_source(names, pipeline=bool(wanted) and set(wanted) <= set(names))},
+                  generated)
     return names
+
+
+def configured_models(generated) -> list[str] | None:
+    """Model names the generated pipeline config (toolkit.onboard.config) refers to, or None when the folder
+    has no pipeline."""
+    generated = Path(generated)
+    meta = generated / "pipeline_config.json"
+    if not all((generated / n).is_file() for n in CONFIG_FILES):
+        return None
+    return list(json.loads(meta.read_text()).get("models") or [])
 
 
 def export_model(model, target: str, fw_dir: Path, name: str | None = None) -> list[tuple[str, Path]]:
@@ -85,7 +73,7 @@ def export_model(model, target: str, fw_dir: Path, name: str | None = None) -> l
     Returns [(C model name, QDQ onnx)]. Skipped when generated/ already holds these networks from the same
     source bytes (sha256), so repeated benchmarks do not rebuild the firmware."""
     from toolkit.deploy import codegen
-    from toolkit.deploy.cli_export import export_all, model_units
+    from toolkit.deploy.export import export_all, model_units
 
     generated = Path(fw_dir) / "generated"
     units, manifest = model_units(model)

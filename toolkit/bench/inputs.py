@@ -59,7 +59,7 @@ def real_photos(count: int) -> list[tuple[str, np.ndarray, np.ndarray, tuple]]:
 def model_inputs(shape_nchw, count: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """`count` float32 (1, C, H, W) inputs in the model's value range ([-1, 1] images, {0,1} mask, [0,1]
     keypoint maps) built from real face crops."""
-    from toolkit.data.crop import crop_and_resize, expanded_crop_box, face_box_in_crop, face_mask, to_crop_coords
+    from toolkit.crop import crop_and_resize, expanded_crop_box, face_box_in_crop, face_mask, to_crop_coords
 
     _, c, h, w = (int(v) for v in shape_nchw)
     if h != w:

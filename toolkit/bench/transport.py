@@ -18,6 +18,9 @@ from pathlib import Path
 from toolkit.bench.protocol import DeviceError, Link
 
 QEMU_ICOUNT = "shift=0,align=off,sleep=off"
+# Under -icount shift=0 an instruction advances virtual time by 1 ns and QEMU's mps2 SysTick counts the
+# 25 MHz board clock: 1 tick = 40 instructions (checked by the firmware unit test `icount_ratio`).
+ICOUNT_INSNS_PER_TICK = 40
 
 
 class _PipePort:
@@ -147,3 +150,36 @@ def open_port(url: str, baudrate: int = 115200, timeout: float = 10.0):
         yield link
     finally:
         link.close()
+
+
+def unit_note(unit: str) -> str:
+    return {
+        "icount_ticks": "SysTick ticks under QEMU -icount shift=0,align=off,sleep=off: exactly repeatable and "
+                        f"proportional to instructions executed (1 tick = {ICOUNT_INSNS_PER_TICK} instructions); "
+                        "not cycles and not time on any real chip",
+        "cycles": "core clock cycles (DWT CYCCNT on Cortex-M, CCOUNT on ESP32-S3)",
+        "ns": "host wall-clock nanoseconds (CLOCK_MONOTONIC); the host is not the target",
+    }.get(unit, unit)
+
+
+@contextlib.contextmanager
+def open_device(args, fw_dir: Path, timeout: float):
+    """A link to `--port`, or to the firmware built in `fw_dir` for `--board` (QEMU or the host); yields
+    (link, what it runs on)."""
+    from toolkit.bench import pio
+    from toolkit.boards import load_board
+
+    if args.port:
+        with open_port(args.port, args.baud, timeout=timeout) as link:
+            yield link, {"board": None, "port": args.port}
+        return
+    board = load_board(args.board)
+    program = pio.build(board.platformio_env, fw_dir)
+    meta = {"board": board.name, "env": board.platformio_env, "program": str(program)}
+    if board.qemu_machine:
+        with open_qemu(board.qemu_machine, program, timeout=timeout) as link:
+            meta["qemu"] = " ".join(link.qemu_cmd)
+            yield link, meta
+    else:
+        with open_native(program, timeout=timeout) as link:
+            yield link, meta

@@ -1,9 +1,10 @@
-"""FDF-format face datasets: crop geometry, the torch Dataset, `data check` and `data build`.
+"""FDF-format face datasets: the torch Dataset, `data check` and `data build`.
 
-`crop` is light (numpy + OpenCV) and imported eagerly; the torch-based parts load on first use.
+The crop geometry lives in `toolkit.crop` (shared with anonymize, bench and the on-device pipeline); it is
+light (numpy + OpenCV) and re-exported here eagerly; the torch-based parts load on first use.
 """
 
-from toolkit.data.crop import (
+from toolkit.crop import (
     crop_and_resize,
     expanded_crop_box,
     face_box_in_crop,
@@ -20,12 +21,12 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name):  # PEP 562: a name loads its module on first use
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'toolkit.data' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

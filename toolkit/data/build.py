@@ -1,6 +1,6 @@
 """`toolkit data build`: turn a folder of photos into an FDF-format dataset.
 
-detect every person -> FDF-like square crop around the face (`toolkit.data.crop`) -> resize -> write
+detect every person -> FDF-like square crop around the face (`toolkit.crop`) -> resize -> write
 `{train,val}/images/<i>.png`, `landmarks.npy`, `bounding_box.npy`, plus `faces.json` per split (where each
 crop came from), `toolkit.json` (stage "dataset") and `preview.png` (crops with boxes and keypoints drawn).
 
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from toolkit.artifacts import MANIFEST, read_manifest, write_manifest
-from toolkit.data.crop import (
+from toolkit.crop import (
     CROP_SCALE,
     CROP_SHIFT_DOWN,
     crop_and_resize,
@@ -95,6 +95,56 @@ def _face_record(image, person, size: int) -> tuple[np.ndarray, np.ndarray, np.n
     return crop, kp, box, meta
 
 
+def load_backgrounds(folder, detector) -> tuple[list[np.ndarray], list[str], list[dict]]:
+    """The photos in `folder` to put around tight face crops; photos where `detector` finds a person are
+    refused (a face in the context would teach the model to paint faces around faces)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--backgrounds {folder}: no such folder")
+    images, names, refused = [], [], []
+    for path in list_images([folder]):
+        try:
+            image = load_rgb(path)
+        except ImageReadError as exc:
+            refused.append({"file": path.name, "error": str(exc)})
+            continue
+        if detector(image):
+            refused.append({"file": path.name, "error": "a person was detected in it"})
+            continue
+        images.append(image)
+        names.append(path.name)
+    if not images:
+        raise ValueError(f"--backgrounds {folder}: no usable background photo ({len(refused)} refused)")
+    return images, names, refused
+
+
+def on_background(crop, valid, face_box, background, rng) -> np.ndarray:
+    """`crop` with its padding (pixels not `valid`, i.e. outside the photo) replaced by a random square of
+    `background`, blended over a pixel or two so the seam is soft; the face box itself is never changed.
+
+    A gray crop gets a gray background, so a gray training set stays gray (`toolkit train` reads the colour
+    mode from the data)."""
+    import cv2
+
+    size = crop.shape[0]
+    bh, bw = background.shape[:2]
+    side = max(4, int(round(rng.uniform(0.3, 1.0) * min(bh, bw))))
+    y, x = int(rng.integers(0, bh - side + 1)), int(rng.integers(0, bw - side + 1))
+    patch = background[y : y + side, x : x + side]
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    patch = cv2.resize(np.ascontiguousarray(patch), (size, size),
+                       interpolation=cv2.INTER_AREA if side > size else cv2.INTER_CUBIC).astype(np.float32)
+    if np.array_equal(crop[..., 0], crop[..., 1]) and np.array_equal(crop[..., 0], crop[..., 2]):
+        patch = np.repeat(patch @ np.float32([0.299, 0.587, 0.114])[:, None], 3, axis=2)
+    alpha = cv2.GaussianBlur(valid.astype(np.float32), (0, 0), max(0.5, size / 64))
+    alpha = np.where(valid, np.maximum(alpha, 0.5), 0.0)  # padding is all background, real pixels mostly kept
+    x0, y0, x1, y1 = face_box
+    alpha[y0:y1, x0:x1] = 1.0
+    out = alpha[..., None] * crop.astype(np.float32) + (1 - alpha[..., None]) * patch
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 def draw_preview(crops, landmarks, boxes, path, max_faces: int = 64, cell: int = 96) -> None:
     """A grid of crops with the face box (mask region) and visible keypoints drawn; for eyeballing a build."""
     import cv2
@@ -132,6 +182,8 @@ def build_dataset(
     detector=None,
     progress: bool = True,
     preview: bool = True,
+    backgrounds=None,
+    variants: int = 1,
 ) -> dict:
     """Build an FDF-format dataset in `out` from the photos under `images` (a folder or a list of files).
 
@@ -140,6 +192,10 @@ def build_dataset(
     everything the detector reports). min_inside: skip faces whose crop lies less than this fraction inside
     the photo (mostly padding teaches nothing; e.g. faces cut out tightly already). detector: a callable image -> list of persons with
     face_box / keypoints / keypoint_scores / visible / score (default `toolkit.detect.detect`).
+    backgrounds: a folder of photos without people; the part of each crop outside its photo is then filled
+    from one of them (`on_background`) instead of repeating the edge pixels, for photos that are tight face
+    crops already (LFW). variants: crops per face, each on another background (needs `backgrounds`); the
+    variants of a face stay in its photo's split.
     Returns the manifest (counts, skipped photos and faces, unreadable files).
     """
     size = int(size)
@@ -153,6 +209,9 @@ def build_dataset(
         raise ValueError(f"--min-score must be in [0, 1], got {min_score}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    variants = int(variants)
+    if variants < 1 or (variants > 1 and backgrounds is None):
+        raise ValueError(f"--variants must be 1, or >= 1 with --backgrounds; got {variants}")
     out = Path(out)
     if isinstance(images, (str, Path)):
         images_dir = Path(images)
@@ -172,6 +231,7 @@ def build_dataset(
     replace = _check_output_dir(out, images_dir, files)
     if detector is None:
         from toolkit.detect import detect as detector
+    scenes = load_backgrounds(backgrounds, detector) if backgrounds is not None else None
 
     def rel(p: Path) -> str:
         """The name a photo is listed under (manifest, faces.json, split hashing): relative to its folder."""
@@ -186,13 +246,14 @@ def build_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
         return _build_into(tmp, out, replace, files, rel, detector, size, val_fraction, seed, min_face, min_score,
-                           min_inside, progress, preview, source=str(images_dir if images_dir is not None else base))
+                           min_inside, progress, preview, source=str(images_dir if images_dir is not None else base),
+                           scenes=scenes, variants=variants)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _build_into(tmp, out, replace, files, rel, detector, size, val_fraction, seed, min_face, min_score, min_inside,
-                progress, preview, source) -> dict:
+                progress, preview, source, scenes=None, variants=1) -> dict:
     pool = tmp / "_faces"
     pool.mkdir()
     faces = []  # (photo name, landmarks, box, meta); crop k is pool/<k>.png
@@ -235,10 +296,20 @@ def _build_into(tmp, out, replace, files, rel, detector, size, val_fraction, see
                 outside.append({"file": name, "person": j, "inside": meta["valid_fraction"]})
                 continue
             meta.update(source=name, person=j, source_size=[int(image.shape[1]), int(image.shape[0])])
-            Image.fromarray(crop).save(pool / f"{len(faces)}.png")
-            if len(shown) < PREVIEW_FACES:
-                shown.append((crop, kp, box))
-            faces.append((name, kp, box, meta))
+            for v in range(variants):
+                variant, info = crop, dict(meta)
+                if scenes is not None:
+                    # Seeded by photo, face and variant: a rebuild gives the same dataset.
+                    key = int.from_bytes(hashlib.sha256(f"{seed}:{name}:{j}:{v}".encode()).digest()[:8], "little")
+                    rng = np.random.default_rng(key)
+                    b = int(rng.integers(len(scenes[0])))
+                    _, valid = crop_and_resize(image, meta["crop_box"], size)
+                    variant = on_background(crop, valid, box, scenes[0][b], rng)
+                    info.update(background=scenes[1][b], variant=v)
+                Image.fromarray(variant).save(pool / f"{len(faces)}.png")
+                if len(shown) < PREVIEW_FACES:
+                    shown.append((variant, kp, box))
+                faces.append((name, kp, box, info))
         if progress:
             it.set_postfix(faces=len(faces), refresh=False)
     if not faces:
@@ -272,7 +343,8 @@ def _build_into(tmp, out, replace, files, rel, detector, size, val_fraction, see
         format="fdf",
         image_size=size,
         splits=counts,
-        num_faces=len(faces),
+        num_faces=len(faces) // variants,
+        num_crops=len(faces),
         num_photos=len(photos),
         val_photos=sorted(val_photos),
         val_fraction=val_fraction,
@@ -282,7 +354,10 @@ def _build_into(tmp, out, replace, files, rel, detector, size, val_fraction, see
         min_inside=min_inside,
         images=source,
         num_files=len(files),
-        crop={"scale": CROP_SCALE, "shift_down": CROP_SHIFT_DOWN, "padding": "edge-replicate"},
+        crop={"scale": CROP_SCALE, "shift_down": CROP_SHIFT_DOWN,
+              "padding": "edge-replicate" if scenes is None else "backgrounds"},
+        backgrounds=None if scenes is None else {"used": scenes[1], "refused": scenes[2]},
+        variants=variants,
         keypoints="COCO order, normalized [0,1]; invisible = (-1, -1)",
         skipped={"no_face": no_faces, "small_face": small_faces, "low_score": low_score, "mostly_outside": outside,
                  "bad_detection": bad_faces,

@@ -49,6 +49,11 @@ def register(sub) -> None:
     b.add_argument("--min-inside", type=float, default=0.4, metavar="F",
                    help="skip faces whose crop lies less than F of its area inside the photo (default 0.4; "
                         "tight face crops would be mostly padding)")
+    b.add_argument("--backgrounds", type=Path, default=None, metavar="DIR",
+                   help="photos without people: fill the part of a crop outside its photo from them instead of "
+                        "repeating edge pixels (for tight face crops such as LFW); photos with a person are refused")
+    b.add_argument("--variants", type=int, default=1, metavar="N",
+                   help="crops per face, each on another background (needs --backgrounds; default 1)")
     b.add_argument("--no-preview", action="store_true", help="do not write preview.png")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=run_build)
@@ -78,10 +83,10 @@ def run_build(args) -> int:
     m = build_dataset(
         args.images, args.out, size=args.size, val_fraction=args.val_fraction, seed=args.seed,
         min_face=args.min_face, min_score=args.min_score, min_inside=args.min_inside,
-        progress=not args.quiet, preview=not args.no_preview,
+        progress=not args.quiet, preview=not args.no_preview, backgrounds=args.backgrounds, variants=args.variants,
     )
     sk = m["skipped"]
-    print(f"wrote {m['num_faces']} faces from {m['num_photos']} photos to {args.out} "
+    print(f"wrote {m['num_crops']} crops of {m['num_faces']} faces from {m['num_photos']} photos to {args.out} "
           f"(train {m['splits']['train']}, val {m['splits']['val']}, {m['image_size']} px)")
     if sk["no_face"]:
         print(f"no face found in {len(sk['no_face'])} photo(s): {', '.join(sk['no_face'][:10])}"

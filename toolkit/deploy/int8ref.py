@@ -28,7 +28,7 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
     x and multiplier are int32 (multiplier a Q31 value from `ir.quantize_multiplier`), shift in [-31, 30].
     One rounding of the exact 64-bit product: TFLite's default (SaturatingRoundingDoublingHighMul followed by
     RoundingDivideByPOT) rounds twice, which is off by one for ~1/2^(1-shift) of values and drifts 2 LSB from
-    onnxruntime over a few layers (see DESIGN.md, "int8 semantics")."""
+    onnxruntime over a few layers (see docs/architecture.md, "int8 semantics")."""
     x = np.asarray(x, np.int64)
     n = 31 - np.asarray(shift, np.int64)  # 1..62
     p = x * np.asarray(multiplier, np.int64)  # |p| < 2^62
@@ -159,7 +159,7 @@ def compare_with_onnxruntime(onnx_path, float_inputs, graph: IntGraph | None = N
     """Max |int8 reference - onnxruntime| in output LSB over `float_inputs` (NCHW arrays or one batch).
 
     onnxruntime runs the QDQ model itself (its own int8 kernels and rounding), so this is an independent
-    check of the lowering; DESIGN.md allows 1 LSB."""
+    check of the lowering; docs/architecture.md allows 1 LSB."""
     import onnxruntime as ort
 
     graph = graph or load_qdq(onnx_path)

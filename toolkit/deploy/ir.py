@@ -1,7 +1,7 @@
 """Integer graph (IR): a QDQ ONNX model lowered to int8 tensors and integer ops.
 
 The IR is what both the Python reference (`int8ref`) and the C code generator (`codegen`) consume, so the
-integer semantics are decided here once (see DESIGN.md, "int8 semantics"):
+integer semantics are decided here once (docs/architecture.md, "int8 semantics"):
 
 - activations: per-tensor asymmetric int8, `real = scale * (q - zero_point)`, layout NHWC, batch 1;
   uint8 activations (NNCF emits them after ReLU) become int8 with the zero point shifted by -128;
@@ -18,98 +18,24 @@ integer semantics are decided here once (see DESIGN.md, "int8 semantics"):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-ADD_LEFT_SHIFT = 20  # as TFLite's quantized ADD: room for precision while rescaling both inputs
-INT8_MIN, INT8_MAX = -128, 127
+from toolkit.deploy.intgraph import (  # noqa: F401 (the integer graph is also reached as ir.*)
+    ADD_LEFT_SHIFT,
+    INT8_MAX,
+    INT8_MIN,
+    SUPPORTED_OPS,
+    IntGraph,
+    Op,
+    Tensor,
+    UnsupportedModelError,
+    quantize_multiplier,
+    rescale,
+)
+from toolkit.deploy.lowering import LOWERINGS
 
-# ONNX ops that the lowering understands (anything else is refused with the list below in the message).
-SUPPORTED_OPS = ("Conv", "Relu", "Clip", "Add", "Concat", "Resize", "Upsample", "Pad", "Identity",
-                 "QuantizeLinear", "DequantizeLinear", "Constant")
-
-
-class UnsupportedModelError(ValueError):
-    """The QDQ graph uses something the integer engine cannot run; the message says what and where."""
-
-
-@dataclass
-class Tensor:
-    name: str
-    shape: tuple  # (N, H, W, C)
-    scale: float
-    zero_point: int  # int8 domain
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-
-@dataclass
-class Op:
-    kind: str  # conv | depthwise | add | concat | requantize | upsample | pad
-    name: str  # the ONNX node it came from (for reports and generated comments)
-    inputs: list
-    output: str
-    params: dict = field(default_factory=dict)
-
-    def macs(self, tensors: dict) -> int:
-        out = tensors[self.output]
-        if self.kind == "conv":
-            kh, kw = self.params["kernel"]
-            return out.size * kh * kw * tensors[self.inputs[0]].shape[3]
-        if self.kind == "depthwise":
-            kh, kw = self.params["kernel"]
-            return out.size * kh * kw
-        return 0
-
-
-@dataclass
-class IntGraph:
-    name: str
-    tensors: dict  # name -> Tensor
-    ops: list  # topologically ordered
-    input: str
-    output: str
-
-    def weight_bytes(self) -> int:
-        """Constant bytes the ops need (int8 weights + int32 bias/multiplier/shift arrays)."""
-        total = 0
-        for op in self.ops:
-            for key in ("weights", "bias", "multiplier", "shift"):
-                if key in op.params:
-                    total += op.params[key].nbytes
-        return total
-
-    def macs(self) -> int:
-        return sum(op.macs(self.tensors) for op in self.ops)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# fixed point (TFLite's QuantizeMultiplier)
-
-def quantize_multiplier(real: float) -> tuple[int, int]:
-    """`real` as (q31 multiplier, shift) with real ≈ multiplier * 2^(shift - 31), multiplier in [2^30, 2^31)."""
-    if real < 0:
-        raise UnsupportedModelError(f"negative requantization multiplier {real}")
-    if real == 0.0:
-        return 0, 0
-    frac, shift = math.frexp(real)  # real = frac * 2^shift, frac in [0.5, 1)
-    q = int(math.floor(frac * (1 << 31) + 0.5))  # round half away from zero (frac > 0)
-    if q == (1 << 31):
-        q //= 2
-        shift += 1
-    if shift < -31:  # too small to represent: the product is 0 anyway
-        return 0, 0
-    if shift > 30:
-        raise UnsupportedModelError(f"requantization multiplier {real} too large (> 2^30)")
-    return q, shift
-
-
-# ---------------------------------------------------------------------------------------------------------
-# ONNX helpers
 
 class _Onnx:
     """Constant resolution and producer/consumer lookups over an ONNX graph."""
@@ -368,7 +294,7 @@ class _Lowering:
             return src
         t = self._new_tensor(qnode.output[0], shape, scale, zp)
         self.ops.append(Op("requantize", f"{node.name}/{tag}", [src.name], t.name,
-                           {"rescale": _rescale(src, t), "act_min": act[0], "act_max": act[1]}))
+                           {"rescale": rescale(src, t), "act_min": act[0], "act_max": act[1]}))
         self._map_dequantizers(qnode.output[0], t)
         return t
 
@@ -396,12 +322,12 @@ class _Lowering:
         for node in g.graph.node:
             if id(node) in self.done or node.op_type == "Constant" or all(g.is_const(o) for o in node.output):
                 continue
-            handler = getattr(self, f"_op_{node.op_type}", None)
+            handler = LOWERINGS.get(node.op_type)
             if handler is None:
                 raise UnsupportedModelError(
                     f"unsupported ONNX op {node.op_type} ('{node.name}'); the int8 engine supports "
                     f"{', '.join(SUPPORTED_OPS)}")
-            handler(node)
+            handler(self, node)
 
         out_name = g.graph.output[0].name
         if out_name not in self.act:
@@ -414,225 +340,6 @@ class _Lowering:
         used = {t_in.name} | {o.output for o in self.ops}
         self.tensors = {k: v for k, v in self.tensors.items() if k in used}
         return optimize(IntGraph(self.name, self.tensors, self.ops, t_in.name, t_out))
-
-    # -- op handlers ---------------------------------------------------------------------------------------
-    def _op_Identity(self, node):
-        if node.input[0] in self.act:
-            self.act[node.output[0]] = self.act[node.input[0]]
-        else:
-            raise UnsupportedModelError(f"Identity '{node.name}' on a non-quantized tensor")
-
-    def _op_QuantizeLinear(self, node):
-        raise UnsupportedModelError(f"QuantizeLinear '{node.name}' does not follow a supported op "
-                                    f"(its input '{node.input[0]}' comes from an unsupported pattern)")
-
-    def _op_DequantizeLinear(self, node):
-        raise UnsupportedModelError(f"DequantizeLinear '{node.name}' reads '{node.input[0]}', which is not a quantized activation")
-
-    def _standalone_activation(self, node):
-        # Relu/Clip on a dequantized tensor with its own Q after it: a requantize with a clamp
-        src = self._int(node.input[0], f"{node.op_type} '{node.name}'")
-        lo, hi = (0.0, math.inf) if node.op_type == "Relu" else (None, None)
-        if node.op_type == "Clip":
-            a = self.g.attrs(node)
-            ins = list(node.input) + ["", ""]
-            lo = float(self.g.const(ins[1])) if ins[1] else a.get("min", -math.inf)
-            hi = float(self.g.const(ins[2])) if ins[2] else a.get("max", math.inf)
-        nxt = self.g.consumers.get(node.output[0], [])
-        if len(nxt) != 1 or nxt[0].op_type != "QuantizeLinear":
-            raise UnsupportedModelError(f"{node.op_type} '{node.name}' is not followed by a QuantizeLinear")
-        self.done.add(id(nxt[0]))
-        scale, zp = self._qparams(nxt[0])
-        t = self._new_tensor(nxt[0].output[0], src.shape, scale, zp)
-        amin, amax = self._act_range((lo, hi), scale, zp)
-        self.ops.append(Op("requantize", node.name or node.output[0], [src.name], t.name,
-                           {"rescale": _rescale(src, t), "act_min": amin, "act_max": amax}))
-        self._map_dequantizers(nxt[0].output[0], t)
-
-    _op_Relu = _standalone_activation
-    _op_Clip = _standalone_activation
-
-    def _op_Conv(self, node):
-        g = self.g
-        where = f"Conv '{node.name}'"
-        x = self._int(node.input[0], where)
-        a = g.attrs(node)
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise UnsupportedModelError(f"{where}: auto_pad is not supported; export with explicit pads")
-        if any(d != 1 for d in a.get("dilations", [1, 1])):
-            raise UnsupportedModelError(f"{where}: dilated convolution is not supported")
-        w_q, w_scale, w_zp = self._weights(node.input[1], where)
-        cout, cin_g, kh, kw = w_q.shape
-        group = int(a.get("group", 1))
-        cin = x.shape[3]
-        if group == 1:
-            kind = "conv"
-            if cin_g != cin:
-                raise UnsupportedModelError(f"{where}: weights expect {cin_g} input channels, tensor has {cin}")
-        elif group == cin and cout == cin and cin_g == 1:
-            kind = "depthwise"
-        else:
-            raise UnsupportedModelError(f"{where}: grouped convolution (group={group}) other than depthwise is not supported")
-        if np.any(w_zp != 0):
-            raise UnsupportedModelError(f"{where}: weights must be symmetric (zero point 0)")
-        w_scale = np.broadcast_to(np.asarray(w_scale, np.float64).reshape(-1), (cout,)).copy()
-        pads = list(a.get("pads", [0, 0, 0, 0]))
-        sh, sw = a.get("strides", [1, 1])
-        pt, pl, pb, pr = pads[0], pads[1], pads[2], pads[3]
-        h, w = x.shape[1], x.shape[2]
-        oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-        if oh <= 0 or ow <= 0:
-            raise UnsupportedModelError(f"{where}: empty output for input {h}x{w}")
-
-        bias_scale = x.scale * w_scale
-        if len(node.input) > 2 and node.input[2]:
-            b = self._bias_real(node.input[2], where)
-            bias = np.rint(b.astype(np.float64) / bias_scale)
-            if np.any(np.abs(bias) > 2**31 - 1):
-                raise UnsupportedModelError(f"{where}: bias does not fit int32 at scale s_in*s_w")
-            bias = bias.astype(np.int32)
-        else:
-            bias = np.zeros(cout, np.int32)
-        # the C kernels accumulate in int32: refuse a layer whose worst case (|x - zp| <= 255) could overflow
-        worst = np.abs(w_q.astype(np.int64)).reshape(cout, -1).sum(axis=1) * 255 + np.abs(bias.astype(np.int64))
-        if worst.max() > 2**31 - 1:
-            raise UnsupportedModelError(f"{where}: the int32 accumulator could overflow (worst case {int(worst.max())})")
-        y_t, _, (amin, amax) = self._output_of(node, (1, oh, ow, cout))
-        mult, shift = zip(*(quantize_multiplier(float(bs / y_t.scale)) for bs in bias_scale))
-        if kind == "conv":
-            weights = np.ascontiguousarray(w_q.transpose(0, 2, 3, 1))  # OHWI: input channels innermost
-        else:
-            weights = np.ascontiguousarray(w_q[:, 0].transpose(1, 2, 0))  # HWC: channels innermost
-        self.ops.append(Op(kind, node.name or node.output[0], [x.name], y_t.name, {
-            "kernel": (int(kh), int(kw)), "stride": (int(sh), int(sw)), "pad": (int(pt), int(pl), int(pb), int(pr)),
-            "weights": weights.astype(np.int8), "bias": bias,
-            "multiplier": np.array(mult, np.int32), "shift": np.array(shift, np.int32),
-            "act_min": amin, "act_max": amax,
-        }))
-
-    def _weights(self, name, where):
-        """int8 weights, per-channel scale and zero point from DequantizeLinear(int8 const) or Q->DQ(float const)."""
-        g = self.g
-        node = g.producer.get(name)
-        if node is None or node.op_type != "DequantizeLinear" or not g.is_const(name):
-            raise UnsupportedModelError(f"{where}: weights are not quantized (expected a DequantizeLinear of a constant)")
-        q = g.const(node.input[0])
-        if q.dtype not in (np.int8,):
-            if q.dtype == np.uint8:
-                raise UnsupportedModelError(f"{where}: uint8 weights are not supported; use symmetric int8")
-            raise UnsupportedModelError(f"{where}: weights of type {q.dtype}; expected int8")
-        scale = np.asarray(g.const(node.input[1]), np.float64)
-        zp = np.asarray(g.const(node.input[2])) if len(node.input) > 2 and node.input[2] else np.zeros(())
-        axis = g.attrs(node).get("axis", 1)
-        if scale.size > 1 and axis not in (0, -4):
-            raise UnsupportedModelError(f"{where}: per-channel weight scales must be along the output channel axis")
-        if q.ndim != 4:
-            raise UnsupportedModelError(f"{where}: expected 4-D conv weights, got shape {q.shape}")
-        return q, scale, zp
-
-    def _bias_real(self, name, where):
-        if not self.g.is_const(name):
-            raise UnsupportedModelError(f"{where}: bias is computed at run time")
-        return np.asarray(self.g.const(name), np.float64).reshape(-1)
-
-    def _op_Add(self, node):
-        where = f"Add '{node.name}'"
-        if any(self.g.is_const(i) for i in node.input):
-            raise UnsupportedModelError(f"{where}: adding a constant is not supported")
-        a = self._int(node.input[0], where)
-        b = self._int(node.input[1], where)
-        if a.shape != b.shape:
-            raise UnsupportedModelError(f"{where}: broadcasting add {a.shape} + {b.shape} is not supported")
-        y, _, (amin, amax) = self._output_of(node, a.shape)
-        twice_max = 2.0 * max(a.scale, b.scale)
-        m1, s1 = quantize_multiplier(a.scale / twice_max)
-        m2, s2 = quantize_multiplier(b.scale / twice_max)
-        mo, so = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * y.scale))
-        self.ops.append(Op("add", node.name or node.output[0], [a.name, b.name], y.name, {
-            "left_shift": ADD_LEFT_SHIFT, "in1": (m1, s1), "in2": (m2, s2), "out": (mo, so),
-            "act_min": amin, "act_max": amax,
-        }))
-
-    def _op_Concat(self, node):
-        where = f"Concat '{node.name}'"
-        axis = self.g.attrs(node).get("axis")
-        ins = [self._int(i, where) for i in node.input]
-        if axis not in (1, -3):
-            raise UnsupportedModelError(f"{where}: only channel concatenation (axis 1) is supported")
-        if any(t.shape[:3] != ins[0].shape[:3] for t in ins):
-            raise UnsupportedModelError(f"{where}: inputs differ in spatial size")
-        shape = ins[0].shape[:3] + (sum(t.shape[3] for t in ins),)
-        qnode, clamp, _ = self._follow_to_quantize(node.output[0])
-        if qnode is None:
-            # NNCF unifies the input scales of a concat and puts no quantizer after it
-            if any(not math.isclose(t.scale, ins[0].scale, rel_tol=1e-6) or t.zero_point != ins[0].zero_point for t in ins):
-                raise UnsupportedModelError(f"{where}: inputs with different quantization and no QuantizeLinear after")
-            y = self._new_tensor(node.output[0], shape, ins[0].scale, ins[0].zero_point)
-            self.act[node.output[0]] = y.name
-            amin, amax = INT8_MIN, INT8_MAX
-        else:
-            y, _, (amin, amax) = self._output_of(node, shape)
-        self.ops.append(Op("concat", node.name or node.output[0], [t.name for t in ins], y.name, {
-            "rescale": [_rescale(t, y) for t in ins], "act_min": amin, "act_max": amax,
-        }))
-
-    def _op_Resize(self, node):
-        where = f"{node.op_type} '{node.name}'"
-        x = self._int(node.input[0], where)
-        a = self.g.attrs(node)
-        mode = _s(a.get("mode", "nearest"))
-        if mode != "nearest":
-            raise UnsupportedModelError(f"{where}: only nearest resizing is supported (got {mode})")
-        ins = list(node.input) + ["", "", ""]
-        _, h, w, c = x.shape
-        if node.op_type == "Upsample":
-            scales = self.g.const(ins[1])
-            oh, ow = int(h * scales[2]), int(w * scales[3])
-        elif ins[3]:
-            sizes = self.g.const(ins[3])
-            oh, ow = int(sizes[2]), int(sizes[3])
-        else:
-            scales = self.g.const(ins[2])
-            if scales[0] != 1 or scales[1] != 1:
-                raise UnsupportedModelError(f"{where}: resizing batch or channels is not supported")
-            oh, ow = int(math.floor(h * scales[2])), int(math.floor(w * scales[3]))
-        if oh % h or ow % w:
-            raise UnsupportedModelError(f"{where}: only integer upsampling factors are supported ({h}x{w} -> {oh}x{ow})")
-        fh, fw = oh // h, ow // w
-        ctm = _s(a.get("coordinate_transformation_mode", "half_pixel"))
-        nmode = _s(a.get("nearest_mode", "round_prefer_floor"))
-        for n, f in ((oh, fh), (ow, fw)):
-            if not np.array_equal(_nearest_index(n, f, ctm, nmode), np.arange(n) // f):
-                raise UnsupportedModelError(
-                    f"{where}: coordinate mode {ctm}/{nmode} is not a plain pixel repeat; export with "
-                    "nn.Upsample(mode='nearest')")
-        tmp = self._new_tensor(node.output[0] + "_up", (1, oh, ow, c), x.scale, x.zero_point)
-        self.ops.append(Op("upsample", node.name or node.output[0], [x.name], tmp.name, {"factor": (fh, fw)}))
-        self._requantize_to(tmp, node, tmp.shape, "requantize")
-
-    _op_Upsample = _op_Resize
-
-    def _op_Pad(self, node):
-        where = f"Pad '{node.name}'"
-        x = self._int(node.input[0], where)
-        a = self.g.attrs(node)
-        if _s(a.get("mode", "constant")) != "constant":
-            raise UnsupportedModelError(f"{where}: only constant padding is supported")
-        ins = list(node.input) + ["", "", ""]
-        pads = [int(p) for p in (self.g.const(ins[1]) if ins[1] else a.get("pads"))]
-        if ins[3]:
-            raise UnsupportedModelError(f"{where}: the 'axes' input is not supported")
-        if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or any(p < 0 for p in pads):
-            raise UnsupportedModelError(f"{where}: only non-negative spatial padding is supported (pads={pads})")
-        value = float(np.asarray(self.g.const(ins[2])).reshape(())) if ins[2] else float(a.get("value", 0.0))
-        qv = int(np.clip(np.rint(value / x.scale) + x.zero_point, INT8_MIN, INT8_MAX))
-        _, h, w, c = x.shape
-        top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
-        shape = (1, h + top + bottom, w + left + right, c)
-        tmp = self._new_tensor(node.output[0] + "_pad", shape, x.scale, x.zero_point)
-        self.ops.append(Op("pad", node.name or node.output[0], [x.name], tmp.name,
-                           {"pads": (top, left, bottom, right), "value": qv}))
-        self._requantize_to(tmp, node, shape, "requantize")
 
 
 def optimize(graph: IntGraph) -> IntGraph:
@@ -676,39 +383,3 @@ def optimize(graph: IntGraph) -> IntGraph:
                 changed = True
                 break
     return graph
-
-
-def _s(v):
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def _nearest_index(n_out: int, f: int, ctm: str, nmode: str) -> np.ndarray:
-    """Source index of each output pixel per the ONNX Resize spec (integer factor f, input n_out // f)."""
-    n_in = n_out // f
-    x = np.arange(n_out, dtype=np.float64)
-    if ctm == "asymmetric":
-        src = x / f
-    elif ctm in ("half_pixel", "pytorch_half_pixel"):
-        src = (x + 0.5) / f - 0.5
-    elif ctm == "align_corners":
-        src = x * (n_in - 1) / max(n_out - 1, 1)
-    elif ctm == "tf_half_pixel_for_nn":
-        src = (x + 0.5) / f
-    else:
-        return np.full(n_out, -1)
-    if nmode == "floor":
-        idx = np.floor(src)
-    elif nmode == "ceil":
-        idx = np.ceil(src)
-    elif nmode == "round_prefer_ceil":
-        idx = np.floor(src + 0.5)
-    else:  # round_prefer_floor
-        idx = np.ceil(src - 0.5)
-    return np.clip(idx, 0, n_in - 1).astype(np.int64)
-
-
-def _rescale(src: Tensor, dst: Tensor) -> dict:
-    """Parameters to move int8 values from `src`'s quantization to `dst`'s."""
-    identity = math.isclose(src.scale, dst.scale, rel_tol=1e-6) and src.zero_point == dst.zero_point
-    m, s = (0, 0) if identity else quantize_multiplier(src.scale / dst.scale)
-    return {"identity": identity, "in_zp": src.zero_point, "multiplier": m, "shift": s, "out_zp": dst.zero_point}

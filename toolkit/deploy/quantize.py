@@ -4,7 +4,7 @@ Works on any single-input `torch.nn.Module` made of ops NNCF knows (Conv2d, ReLU
 cat, add): the diffusion student's step modules, later the pose model. Calibration inputs come from a
 callable `sample_inputs(n, seed) -> (n, C, H, W) float tensor` so each model family builds its own real inputs.
 
-int8 scheme (DESIGN.md): symmetric per-channel int8 weights, asymmetric per-tensor int8 activations
+int8 scheme (docs/architecture.md): symmetric per-channel int8 weights, asymmetric per-tensor int8 activations
 (NNCF preset MIXED), overflow fix off (MCU kernels accumulate in int32 and have no 7-bit workaround).
 """
 

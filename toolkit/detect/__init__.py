@@ -9,21 +9,8 @@
 `face_box` is always inside the image (clipped, non-empty); see toolkit.detect.pipeline for the contract.
 """
 
-from toolkit.detect.draw import draw
+from toolkit.detect.preview import draw
 from toolkit.detect.pipeline import Person, detect
 
 __all__ = ["Person", "detect", "draw"]
 
-
-# `toolkit.detect(image)` must keep working once this sub-package is imported: importing it rebinds the
-# name `toolkit.detect` from the lazy wrapper function in toolkit/__init__.py to this module.
-import sys as _sys
-import types as _types
-
-
-class _CallableModule(_types.ModuleType):
-    def __call__(self, image, **kwargs):
-        return detect(image, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallableModule

@@ -15,7 +15,7 @@
 3. Duplicates are merged, and each person gets the face box of the face detector that matches it, or a
    head-sized box derived from its keypoints.
 
-Face boxes (x0, y0, x1, y1), continuous pixel coordinates (toolkit.data.crop's convention):
+Face boxes (x0, y0, x1, y1), continuous pixel coordinates (toolkit.crop's convention):
 - `Person.face_box` is clipped to the image: 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height. It is exactly
   the part of the face that is in the picture, so masking, blurring or generating it covers every visible
   face pixel, and it can be used to slice the image directly.

@@ -1,6 +1,7 @@
 """Keypoint-conditioned diffusion: the teacher model, its training and guided sampling.
 
-The contract other stages rely on (anonymize, distill, eval) is `load_inpainter(run_dir)`, which returns an
+The contract other stages rely on (anonymize, distill, eval) is `toolkit.artifacts.load_inpainter(run_dir)`
+(the loader of the run's stage: `load_teacher` here, the student's in toolkit.distill), which returns an
 object with:
   - `resolution: int`                face crop size the model works at (e.g. 32, 64, 256)
   - `inpaint(images, masks, keypoints, visible, *, seed=0, **sampling) -> images`
@@ -21,35 +22,18 @@ image, so results do not depend on batch composition), scheduler ("ddim" | "ddpm
 ValueError. The teacher additionally has `.manifest` (its toolkit.json) and `.defaults` (sampling defaults).
 """
 
-from toolkit.artifacts import ArtifactError, read_manifest
 
-# Stages whose artifacts implement the contract above.
-INPAINTER_STAGES = ("teacher", "student", "quantized")
+def load_teacher(run_dir, device=None):
+    """The inpainter of a `teacher` run directory (`toolkit.artifacts.LOADERS["teacher"]`).
 
-
-def load_inpainter(run_dir, device=None):
-    """The inpainter of a `teacher`, `student` or `quantized` (student) run directory (see the contract above).
-
-    Reads `toolkit.json` and dispatches on its stage; anything else is an ArtifactError naming what it found.
-    `device`: torch device string (default: CUDA when present, else CPU).
-    """
+    `device`: torch device string (default: CUDA when present, else CPU)."""
+    from toolkit.artifacts import read_manifest
     from toolkit.diffusion.prior import load_prior
+    from toolkit.diffusion.sampling import TeacherInpainter
 
-    manifest = read_manifest(run_dir, expect_stage=INPAINTER_STAGES)
-    if manifest["stage"] == "student":
-        from toolkit.distill import load_student_inpainter  # lazy: the distill stage is optional
-
-        inpainter = load_student_inpainter(run_dir)
-    elif manifest["stage"] == "quantized":  # an int8 student, run bit-exactly as the microcontroller does
-        from toolkit.deploy.int8_inpainter import load_int8_inpainter
-
-        inpainter = load_int8_inpainter(run_dir)
-    else:
-        from toolkit.diffusion.sampling import TeacherInpainter
-
-        inpainter = TeacherInpainter.from_run(run_dir, manifest, device=device)
+    inpainter = TeacherInpainter.from_run(run_dir, read_manifest(run_dir, expect_stage="teacher"), device=device)
     inpainter.face_prior = load_prior(run_dir)  # None for artifacts made before the prior existed
     return inpainter
 
 
-__all__ = ["ArtifactError", "INPAINTER_STAGES", "load_inpainter"]
+__all__ = ["load_teacher"]

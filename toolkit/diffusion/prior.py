@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 FILE = "face_prior.npz"
-DEFAULT_STRENGTH = 0.6  # SDEdit start: 60 % of the way to pure noise (ablation in docs/anonymize.md)
+DEFAULT_STRENGTH = 0.8  # SDEdit start: 80 % of the way to pure noise (ablation in docs/anonymize.md)
 MAX_FACES = 5000  # the mean face settles long before this (FDF256 has 250 k)
 # Keypoints the warp uses: nose and both eyes (COCO indices) — always inside the face box when visible.
 ANCHORS = (0, 1, 2)

@@ -71,10 +71,12 @@ class TrainConfig:
 
 def make_config(data, out, preset_name: str, *, max_steps=None, batch_size=None, lr=None, seed=0,
                 cfg_dropout=None, ema_decay=None, sample_every=None, checkpoint_every=None, num_workers=None,
-                mixed_precision="no", world_size=1, flip=None, progress=True) -> TrainConfig:
+                mixed_precision="no", world_size=1, flip=None, augment=None, progress=True) -> TrainConfig:
     """A TrainConfig from a preset plus overrides (None keeps the preset's value)."""
     preset = get_preset(preset_name)
     t = preset["train"]
+    if augment is not None:
+        t["augment"] = dict(augment)  # part of the preset, so --resume refuses a change
 
     def pick(value, key):
         return t[key] if value is None else value
@@ -179,6 +181,48 @@ def flip_batch(batch: dict, flips: torch.Tensor) -> dict:
     kp_f[..., 0] = 1.0 - kp_f[..., 0]
     out["keypoints"] = torch.where(flips[:, None, None], kp_f, batch["keypoints"])
     out["visible"] = torch.where(flips[:, None], batch["visible"][:, perm], batch["visible"])
+    return out
+
+
+AUGMENTS = ("scale", "shift", "brightness", "contrast")
+
+
+def augment_batch(batch: dict, g: torch.Generator, augment: dict) -> dict:
+    """Jitter a batch the way a small face set needs (the preset's `train.augment`; empty = nothing drawn):
+    `scale` and `shift` (fractions of the crop) zoom and move the whole crop, keypoints and face box with
+    it; `brightness` and `contrast` (fractions of the [-1, 1] range) change its tone. Every draw comes from
+    the step's generator `g`, so resumed runs repeat them exactly."""
+    if not augment:
+        return batch
+    import torch.nn.functional as F
+
+    image = batch["image"]
+    b = image.shape[0]
+
+    def draw(amount):
+        return (torch.rand(b, generator=g) * 2 - 1) * float(amount)
+
+    shift = augment.get("shift", 0) * 2  # normalized coordinates span 2
+    zoom, tx, ty = 1 + draw(augment.get("scale", 0)), draw(shift), draw(shift)
+    gain, offset = 1 + draw(augment.get("contrast", 0)), draw(augment.get("brightness", 0)) * 2
+    # Output point p (normalized to [-1, 1]) shows input point (p - t) / zoom.
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / zoom
+    theta[:, 0, 2], theta[:, 1, 2] = -tx / zoom, -ty / zoom
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    out = dict(batch)
+    moved = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    mean = moved.mean(dim=(1, 2, 3), keepdim=True)
+    out["image"] = ((moved - mean) * gain.view(b, 1, 1, 1) + mean + offset.view(b, 1, 1, 1)).clamp(-1, 1)
+    # A pixel touched by the face box is generated: the box only ever grows under resampling.
+    mask = F.grid_sample(batch["mask"], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out["mask"] = (mask > 0.999).to(batch["mask"].dtype)
+    kp = batch["keypoints"].clone()
+    kp[..., 0] = (zoom[:, None] * (2 * kp[..., 0] - 1) + tx[:, None] + 1) / 2
+    kp[..., 1] = (zoom[:, None] * (2 * kp[..., 1] - 1) + ty[:, None] + 1) / 2
+    visible = batch["visible"] & ((kp >= 0) & (kp <= 1)).all(-1)
+    out["keypoints"] = torch.where(visible[..., None], kp, torch.full_like(kp, -1.0))
+    out["visible"] = visible
     return out
 
 
@@ -419,7 +463,7 @@ def train(cfg: TrainConfig, resume: bool = False, accelerator=None) -> Path:
             noise = torch.randn(batch["image"].shape, generator=g)
             t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=g)
             keep_kp = torch.rand(b, generator=g) >= cfg.cfg_dropout
-            batch = flip_batch(batch, flips)
+            batch = augment_batch(flip_batch(batch, flips), g, preset["train"].get("augment", {}))
 
             dev = accelerator.device
             x0 = batch["image"].to(dev)

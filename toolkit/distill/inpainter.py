@@ -99,7 +99,7 @@ class StudentInpainter:
     """A distilled student behind the same interface as the teacher's inpainter.
 
     `student` is a `Student`, or anything callable the same way with the same sampling constants
-    (`toolkit.deploy.int8_inpainter.Int8StepNetworks`: the quantized step networks, run bit-exactly as on the MCU).
+    (`toolkit.distill.int8_inpainter.Int8StepNetworks`: the quantized step networks, run bit-exactly as on the MCU).
     """
 
     def __init__(self, student: Student, run_dir=None, manifest=None):
@@ -161,7 +161,13 @@ class StudentInpainter:
         return out
 
 
-def load_student_inpainter(run_dir) -> StudentInpainter:
+def load_student_inpainter(run_dir, device=None) -> StudentInpainter:
+    """The inpainter of a `student` run (`toolkit.artifacts.LOADERS["student"]`); runs on the CPU (`device`
+    is accepted for the loader signature)."""
+    from toolkit.diffusion.prior import load_prior
+
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir, expect_stage=STAGE)
-    return StudentInpainter(Student.from_pretrained(run_dir), run_dir, manifest)
+    inpainter = StudentInpainter(Student.from_pretrained(run_dir), run_dir, manifest)
+    inpainter.face_prior = load_prior(run_dir)  # None for artifacts made before the prior existed
+    return inpainter

@@ -203,7 +203,7 @@ def load_split(dataset, flips: bool = True, indices=None) -> dict:
 
 def box_masks(boxes, size: int) -> torch.Tensor:
     """(B, 1, S, S) masks, 0 inside each (x0, y0, x1, y1) pixel box and 1 outside: the dataset's own face mask."""
-    from toolkit.data.crop import face_mask
+    from toolkit.crop import face_mask
 
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     return torch.from_numpy(np.stack([face_mask(b, size) for b in boxes]))[:, None]

@@ -69,7 +69,7 @@ def _load_inpainter(name, run):
     if stage != expected:
         raise ValueError(f"method {name!r}: {MODEL_FLAGS[name]} {run} is a {stage!r} run, it needs a {expected!r} run")
     # (student-int8: the int8 step networks run in the bit-exact integer reference of the generated C code)
-    from toolkit.diffusion import load_inpainter
+    from toolkit.artifacts import load_inpainter
 
     return load_inpainter(run)
 
@@ -89,7 +89,7 @@ def _warm_up(spec):
 
 
 def _face_crop(image, box):
-    from toolkit.data.crop import crop_and_resize, expanded_crop_box
+    from toolkit.crop import crop_and_resize, expanded_crop_box
 
     crop, _ = crop_and_resize(image, expanded_crop_box(box, image.shape), FACE_CROP_SIZE)
     return crop

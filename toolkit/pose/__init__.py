@@ -4,43 +4,23 @@
     toolkit pose eval  --images DIR --model RUN                       # PCK / OKS vs the teacher, originals
 
 Python API:
-    from toolkit.pose import PoseNet, train_pose, evaluate_pose, predict_keypoints
+    from toolkit.pose import PoseNet, train_pose, evaluate_pose, predict_keypoints, load_pose
 """
 
 from toolkit.pose.model import (PRESETS, PoseNet, budget, decode_heatmaps, decode_heatmaps_int8, disallowed_modules,
                                 get_preset)
 
-
-def train_pose(*args, **kwargs):
-    """See `toolkit.pose.train.train_pose`."""
-    from toolkit.pose.train import train_pose as _impl
-
-    return _impl(*args, **kwargs)
+_LAZY = {"train_pose": "toolkit.pose.train", "evaluate_pose": "toolkit.pose.evaluate",
+         "predict_keypoints": "toolkit.pose.evaluate", "load_pose": "toolkit.pose.evaluate"}
 
 
-def evaluate_pose(*args, **kwargs):
-    """See `toolkit.pose.evaluate.evaluate_pose`."""
-    from toolkit.pose.evaluate import evaluate_pose as _impl
+def __getattr__(name):  # PEP 562: a name loads its module on first use
+    if name in _LAZY:
+        import importlib
 
-    return _impl(*args, **kwargs)
-
-
-def predict_keypoints(net: PoseNet, image_uint8):
-    """(7, 2) keypoints in pixels of `image_uint8` and (7,) confidences; the image is resized to the model's
-    input (use a frame roughly framed on one person's head and shoulders, as in training)."""
-    import cv2
-    import numpy as np
-
-    from toolkit.images import load_rgb
-    from toolkit.pose.evaluate import predict
-
-    img = load_rgb(image_uint8)
-    h, w = img.shape[:2]
-    S = net.resolution
-    view = cv2.resize(img, (S, S), interpolation=cv2.INTER_AREA if min(h, w) > S else cv2.INTER_LINEAR)
-    pts, conf = predict(net, view[None])
-    return pts[0] * np.array([w / S, h / S]), conf[0]
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["PRESETS", "PoseNet", "budget", "decode_heatmaps", "decode_heatmaps_int8", "disallowed_modules",
-           "evaluate_pose", "get_preset", "predict_keypoints", "train_pose"]
+           "evaluate_pose", "get_preset", "load_pose", "predict_keypoints", "train_pose"]

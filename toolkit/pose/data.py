@@ -138,7 +138,7 @@ class Regions:
 
 
 def warp(image: np.ndarray, M: np.ndarray, size: int) -> np.ndarray:
-    """cv2.warpAffine with M in the toolkit's corner-origin continuous coordinates (toolkit.data.crop).
+    """cv2.warpAffine with M in the toolkit's corner-origin continuous coordinates (toolkit.crop).
 
     OpenCV puts pixel centres at integer coordinates; without this half-pixel correction a mirrored view
     would be shifted by a pixel against its mirrored keypoints.

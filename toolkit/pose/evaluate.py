@@ -84,6 +84,11 @@ def load_pose_model(run) -> tuple[PoseNet, dict]:
     return PoseNet.from_pretrained(run), manifest
 
 
+def load_pose(run_dir, device=None) -> PoseNet:
+    """The PoseNet of a `pose` run, in eval mode (`toolkit.artifacts.LOADERS["pose"]`; runs on the CPU)."""
+    return load_pose_model(run_dir)[0].eval()
+
+
 def evaluate_pose(images, model_run, views_per_person: int = 4, seed: int = 0, people: dict | None = None,
                   progress: bool = True) -> dict:
     """`toolkit pose eval`: the metrics of `model_run` on the original images of `images` (a folder or file)."""
@@ -106,3 +111,18 @@ def format_report(r: dict) -> str:
     lines.append("  per keypoint PCK@0.2: " + ", ".join(
         f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in r["per_keypoint_pck"].items()))
     return "\n".join(lines)
+
+
+def predict_keypoints(net, image_uint8):
+    """(7, 2) keypoints in pixels of `image_uint8` and (7,) confidences; the image is resized to the model's
+    input (use a frame roughly framed on one person's head and shoulders, as in training)."""
+    import cv2
+
+    from toolkit.images import load_rgb
+
+    img = load_rgb(image_uint8)
+    h, w = img.shape[:2]
+    S = net.resolution
+    view = cv2.resize(img, (S, S), interpolation=cv2.INTER_AREA if min(h, w) > S else cv2.INTER_LINEAR)
+    pts, conf = predict(net, view[None])
+    return pts[0] * np.array([w / S, h / S]), conf[0]

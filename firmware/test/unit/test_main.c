@@ -368,7 +368,7 @@ static void test_commands(void) {
     ee_set_sink(NULL);
 }
 
-/* Integer helpers of the pipeline (twins in toolkit/sensor/reference.py). */
+/* Integer helpers of the pipeline (twins in toolkit/onboard/reference.py). */
 static void test_frame_helpers(void) {
     uint32_t state, i;
     int8_t sel[4];
@@ -559,6 +559,8 @@ static void test_pipeline_commands(void) {
     CHECK(starts(r, "err no_output"));
     r = send("help");
     CHECK(has(r, "anonymize") && has(r, "frame_out"));
+    /* the command table, in its order (the harness dispatches and lists from one table) */
+    CHECK(has(r, " commands=name,help,info,model,load,infer,results,timing,selftest,pipeline,frame,anonymize,frame_out"));
     ee_set_sink(NULL);
 }
 

@@ -1,6 +1,6 @@
 /* tkengine: int8 kernels called by code that `toolkit export` generates.
  *
- * Semantics (DESIGN.md "int8 semantics", the Python oracle is toolkit/deploy/int8ref.py): tensors are int8
+ * Semantics (docs/architecture.md "int8 semantics", the Python oracle is toolkit/deploy/int8ref.py): tensors are int8
  * NHWC, batch 1; real = scale * (q - zero_point). Convolutions accumulate (x - in_zp) * w in int32, add an
  * int32 bias and requantize per output channel with a Q31 multiplier and a shift (TFLite's
  * MultiplyByQuantizedMultiplier: rounding half away from zero), add out_zp and clamp to [act_min, act_max]

@@ -1,4 +1,5 @@
-"""`toolkit export`: int8 model (quantize artifact or QDQ ONNX) -> C arrays + generated inference code.
+"""int8 model (quantize artifact or QDQ ONNX) -> C arrays + generated inference code: the library behind
+`toolkit export`, and what other stages call to export (`export_all`, `model_units`).
 
     toolkit export --model runs/student-q --target stm32f746 --out firmware/lib/model_student --name student
 
@@ -16,29 +17,6 @@ from toolkit.artifacts import read_manifest, write_manifest
 
 QUANT_STAGE = "quantized"
 EXPORT_STAGE = "exported"
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export",
-        help="generate C arrays and int8 inference code",
-        description="Lower an int8 QDQ ONNX model to integer ops and generate C99 code for tkengine: constant "
-                    "arrays (flash), <name>_invoke() calling the kernels in order, and an arena planned at "
-                    "generation time. Fails if the model does not fit the target board.",
-        epilog="example: toolkit export --model runs/student-q --target stm32f746 --out firmware/generated "
-               "--name student",
-    )
-    p.add_argument("--model", required=True,
-                   help="a `toolkit quantize` artifact directory (stage 'quantized') or a QDQ .onnx file")
-    p.add_argument("--target", required=True, help="board profile name (see `toolkit boards`) for the fit check")
-    p.add_argument("--out", required=True, help="folder for the generated files (created if missing)")
-    p.add_argument("--name", default=None,
-                   help="C name of the model (prefix of every symbol and file); default: from the model")
-    p.add_argument("--step", type=int, default=None,
-                   help="export only this step network of a multi-step student artifact (default: all, "
-                        "named <name>_step<k>)")
-    p.add_argument("--no-tflite", action="store_true", help="do not embed the artifact's .tflite as a C array")
-    p.set_defaults(func=run)
 
 
 def model_units(model, step: int | None = None) -> tuple[list, dict]:
@@ -210,18 +188,3 @@ def export_all(model, target: str, out, name: str | None = None, embed_tflite: b
         }
     write_manifest(out, EXPORT_STAGE, models=dict(sorted(models.items())))
     return [g[4] for g in generated]
-
-
-def run(args) -> int:
-    reports = export_all(args.model, args.target, args.out, args.name, embed_tflite=not args.no_tflite,
-                         step=args.step)
-    for report in reports:
-        print(f"exported '{report['name']}' ({len(report['layers'])} ops) to {args.out}")
-        print(f"  MACs {report['macs']:,}  weights {report['weight_bytes']:,} B  arena {report['arena_bytes']:,} B  "
-              f"peak at '{report['peak_layer']['name']}'")
-        for layer in report["layers"]:
-            out = layer["output"]
-            where = "out" if out["location"] == "out" else f"arena+{out['offset']}"
-            print(f"  {layer['index']:3d} {layer['kernel']:<24} {'x'.join(map(str, out['shape'][1:])):>12}  "
-                  f"{layer['macs']:>10,} MACs  -> {where}{' (in place)' if layer['in_place'] else ''}")
-    return 0

@@ -1,5 +1,5 @@
 """Host reference of the on-device pipeline `anonymize_frame`: the definition the firmware mirrors bit for bit
-(firmware/lib/tkengine/src/tk_frame.c). Integers only after the constants (`toolkit.sensor.config`).
+(firmware/src/app/tk_frame.c). Integers only after the constants (`toolkit.onboard.config`).
 
     frame (HxWx3 uint8, H = W = pose input)
       1. pose input = LUT[pixel]; pose network (int8 reference); `decode_heatmaps_int8` -> Q8 keypoints, peaks;
@@ -32,7 +32,7 @@ import zlib
 import numpy as np
 
 from toolkit.pose.model import div_round_away as div_round  # the heatmap decode's rounding, one rule
-from toolkit.sensor.config import NOSE, Pipeline
+from toolkit.onboard.config import NOSE, Pipeline
 
 SEED_MIX = 0x9E3779B9
 STATUS_OK, STATUS_NO_FACE, STATUS_TOO_MANY, STATUS_VERIFY_FAILED = "ok", "no_face", "too_many_faces", "verify_failed"
@@ -153,7 +153,7 @@ def face_box(kp_q8: np.ndarray, visible, cover_head: bool = True) -> tuple[int, 
 
 
 def crop_box(box) -> tuple[int, int, int]:
-    """(x0, y0, side): `toolkit.data.crop.expanded_crop_box` of an integer box, in exact integers."""
+    """(x0, y0, side): `toolkit.crop.expanded_crop_box` of an integer box, in exact integers."""
     bx0, by0, bx1, by1 = (int(v) for v in box)
     s = max(bx1 - bx0, by1 - by0)
     side = 2 * s

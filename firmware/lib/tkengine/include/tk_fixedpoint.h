@@ -1,8 +1,8 @@
-/* Fixed-point requantization shared by the kernels (internal header).
+/* Fixed-point requantization shared by the kernels and the frame pipeline app (firmware/src/app/).
  *
  * round(x * multiplier * 2^(shift - 31)) with one rounding, half away from zero, of the exact 64-bit product;
  * multiplier/shift as TFLite's QuantizeMultiplier makes them. (TFLite's default rounds twice, via
- * SaturatingRoundingDoublingHighMul then RoundingDivideByPOT; DESIGN.md "int8 semantics" says why we do not.)
+ * SaturatingRoundingDoublingHighMul then RoundingDivideByPOT; docs/architecture.md "int8 semantics" says why we do not.)
  * The Python twin is toolkit/deploy/int8ref.py: change both or neither.
  * The rounding shift is branch-free: floor((p + half - [p < 0]) / 2^n) rounds half away from zero for both
  * signs. It shifts a negative int64 right, which C leaves to the compiler; GCC, Clang and MSVC shift

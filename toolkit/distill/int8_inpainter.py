@@ -1,7 +1,7 @@
 """The quantized student as an inpainter: what the microcontroller computes, on the host.
 
 `load_int8_inpainter(quantized_run)` returns the float student's `StudentInpainter` driving int8 step networks
-instead of the float ones (the `load_inpainter` contract, see toolkit/diffusion/__init__.py), so `toolkit anonymize --model Q_RUN` and `toolkit eval --methods student-int8`
+instead of the float ones (the inpainter contract of toolkit/diffusion/__init__.py), so `toolkit anonymize --model Q_RUN` and `toolkit eval --methods student-int8`
 run the int8 model. Each step network is the run's ONNX-QDQ file lowered to the integer graph
 (`toolkit.deploy.ir.load_qdq`) and executed by the numpy int8 reference (`toolkit.deploy.int8ref`), which is
 bit-exact with the generated C code. Everything between the step networks (noise, keypoint maps, the DDIM
@@ -103,10 +103,14 @@ def load_int8_networks(run_dir, manifest: dict) -> Int8StepNetworks:
     return Int8StepNetworks(graphs, timesteps, alphas, manifest["keypoint_maps"], S)
 
 
-def load_int8_inpainter(run_dir):
-    """The inpainter of a quantized student run (`toolkit quantize --model STUDENT_RUN --out run_dir`)."""
+def load_int8_inpainter(run_dir, device=None):
+    """The inpainter of a quantized student run (`toolkit quantize --model STUDENT_RUN --out run_dir`;
+    `toolkit.artifacts.LOADERS["quantized"]`). Integer arithmetic on the CPU (`device` is not used)."""
+    from toolkit.diffusion.prior import load_prior
     from toolkit.distill.inpainter import StudentInpainter
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir, expect_stage=STAGE)
-    return StudentInpainter(load_int8_networks(run_dir, manifest), run_dir, manifest)
+    inpainter = StudentInpainter(load_int8_networks(run_dir, manifest), run_dir, manifest)
+    inpainter.face_prior = load_prior(run_dir)  # None for artifacts made before the prior existed
+    return inpainter

@@ -4,9 +4,9 @@
         --out bench/pipeline-m7.json
 
 Exports the pose model and every student step into the firmware's generated/ folder, writes the pipeline
-constants (generated/pipeline_config.c, toolkit.sensor.config), builds, sends real frames (toolkit.sensor.
+constants (generated/pipeline_config.c, toolkit.onboard.config), builds, sends real frames (toolkit.onboard.
 frames) and checks every device output frame, keypoint and box against the host reference
-(toolkit.sensor.reference) of the same integer pipeline, plus one frame without a person that must fail
+(toolkit.onboard.reference) of the same integer pipeline, plus one frame without a person that must fail
 closed. Reports per-stage timing and the pipeline's RAM/flash against the stm32h743 and esp32s3 budgets.
 Writes FILE (JSON), FILE with .csv (one row per frame) and .png (frames before | after) beside it.
 """
@@ -34,7 +34,7 @@ def fit_checks(pipe, memory: dict, weight_bytes: int, boards) -> dict:
     """Whole-pipeline RAM (frame + shared model buffers + scratch) and flash (all networks + tables) per board."""
     from toolkit.boards import load_board
     from toolkit.deploy import fit
-    from toolkit.sensor.config import config_flash_bytes
+    from toolkit.onboard.config import config_flash_bytes
 
     flash = int(weight_bytes) + config_flash_bytes(pipe)
     layer = fit.LayerMemory("anonymize_frame", "pipeline", (pipe.frame_size, pipe.frame_size, 3), memory["frame"],
@@ -59,7 +59,7 @@ def fit_checks(pipe, memory: dict, weight_bytes: int, boards) -> dict:
 
 def _export(args, fw_dir: Path, target: str):
     """(pose C name, student base name, pipeline) with both models exported and the C config written."""
-    from toolkit.sensor.config import build_pipeline, write_c_config
+    from toolkit.onboard.config import build_pipeline, write_c_config
 
     student_base = args.name or "student"
     if student_base == POSE_NAME:
@@ -103,10 +103,10 @@ def _compare(ref_out, ref_info, dev: dict, got) -> dict:
 
 
 def bench_pipeline(args) -> dict:
-    from toolkit.bench.cli import ICOUNT_INSNS_PER_TICK, _open_device, _unit_note
-    from toolkit.sensor import frames as F
-    from toolkit.sensor.config import memory_plan
-    from toolkit.sensor.reference import anonymize_frame
+    from toolkit.bench.transport import ICOUNT_INSNS_PER_TICK, open_device, unit_note
+    from toolkit.onboard import frames as F
+    from toolkit.onboard.config import memory_plan
+    from toolkit.onboard.reference import anonymize_frame
 
     if not args.pose:
         raise ValueError("--pipeline needs --pose POSE_Q (a quantized pose model) and --model STUDENT_Q")
@@ -125,7 +125,7 @@ def bench_pipeline(args) -> dict:
     empty = ("no_person_blank", F.blank_frame(pipe.frame_size))
 
     rows, outputs = [], []
-    with _open_device(args, fw_dir, timeout=min(30.0, float(args.timeout))) as (link, meta):
+    with open_device(args, fw_dir, timeout=min(30.0, float(args.timeout))) as (link, meta):
         dev = Device(link)
         ident = dev.identify()
         info = dev.info()
@@ -213,7 +213,7 @@ def bench_pipeline(args) -> dict:
         "pipeline": {"models": pipe.model_names, "frame_size": pipe.frame_size, "size": pipe.size,
                      "visible_min": pipe.visible_min, **{k: v for k, v in pipe.meta.items() if k != "student_source"}},
         "models": models, "device": {**meta, "firmware": ident.fields, "info": info, "pipeline": layout},
-        "timer": {"unit": unit, "note": _unit_note(unit)}, "results": rows, "summary": summary,
+        "timer": {"unit": unit, "note": unit_note(unit)}, "results": rows, "summary": summary,
         "_frames": outputs,
     }
 

@@ -1,7 +1,7 @@
 """Constants of the on-device pipeline, derived once on the host from a quantized pose model and student.
 
 Everything that needs floating point (lookup tables, Q31 multipliers, Q14 coefficients) is computed here and
-handed to both the host reference (`toolkit.sensor.reference`) and the firmware (as C data written by
+handed to both the host reference (`toolkit.onboard.reference`) and the firmware (as C data written by
 `write_c_config`), so the device never does float math and the two agree bit for bit by construction.
 
     pipe = build_pipeline(pose_q_dir, student_q_dir, pose_name="pose_step0", student_base="student")
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.artifacts import read_manifest
+from toolkit.deploy.csource import c_array, write_sources
 
 # A keypoint counts as seen when its heatmap peak reaches this fraction of the training target's peak (1.0):
 # low enough for the small test models (peaks 0.2-0.5 on people, < 0.05 on empty frames), `--visible-peak`.
@@ -33,7 +34,6 @@ MAX_FACES = 4
 # Keypoint-map LUT resolution: distances in 1/16 crop pixel.
 GAUSS_SUBPIXEL = 16
 NOSE = 0
-CONFIG_FILES = ("pipeline_config.c", "pipeline_config.h", "pipeline_config.json")
 
 
 @dataclass
@@ -121,7 +121,7 @@ def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
 
     `pose_name` is the pose network's C model name, `student_base` the prefix of the student's step models
     (`<student_base>_step<k>`), as `toolkit.bench.firmware.export_model` names them."""
-    from toolkit.deploy.cli_export import model_units
+    from toolkit.deploy.export import model_units
     from toolkit.deploy.ir import quantize_multiplier
 
     pm = _quantized(pose_run, "--pose")
@@ -240,29 +240,23 @@ def config_flash_bytes(pipe: Pipeline) -> int:
 # ------------------------------------------------------------------------------------------ C output
 
 
-def _c_array(ctype: str, name: str, values, per_line: int = 16) -> str:
-    vals = [str(int(v)) for v in np.asarray(values).ravel()]
-    rows = [", ".join(vals[i: i + per_line]) for i in range(0, len(vals), per_line)]
-    return f"static const {ctype} {name}[{len(vals)}] = {{\n    " + ",\n    ".join(rows) + ",\n};\n"
-
-
 def c_sources(pipe: Pipeline) -> dict[str, str]:
     """{file name: text} of pipeline_config.c/.h/.json; byte-identical for the same pipeline."""
-    hdr = ("/* Constants of the on-device anonymization pipeline, written by toolkit.sensor.config "
+    hdr = ("/* Constants of the on-device anonymization pipeline, written by toolkit.onboard.config "
            "(`toolkit bench --pipeline`).\n * Do not edit: every value is derived on the host from the quantized "
            "pose model and student. */\n")
     h = hdr + ("#ifndef PIPELINE_CONFIG_H\n#define PIPELINE_CONFIG_H\n\n#include \"tk_frame.h\"\n\n"
                "extern const tk_pipeline_t tk_pipeline_config;\n\n#endif /* PIPELINE_CONFIG_H */\n")
     c = [hdr, '#include "pipeline_config.h"', ""]
     c += [f'#include "{n}.h"' for n in pipe.model_names]
-    c += ["", _c_array("int8_t", "pose_input_lut", pipe.pose_input_lut),
-          _c_array("int32_t", "pixel_q16", pipe.pixel_q16, 8),
-          _c_array("uint16_t", "gauss_q15", pipe.gauss_q15),
-          _c_array("uint8_t", "out_pixel_lut", pipe.out_pixel_lut)]
+    c += ["", c_array("int8_t", "pose_input_lut", pipe.pose_input_lut, static=True),
+          c_array("int32_t", "pixel_q16", pipe.pixel_q16, 8, static=True),
+          c_array("uint16_t", "gauss_q15", pipe.gauss_q15, static=True),
+          c_array("uint8_t", "out_pixel_lut", pipe.out_pixel_lut, static=True)]
     if pipe.offset_q8 is not None:
-        c.append(_c_array("int32_t", "offset_q8", pipe.offset_q8, 8))
+        c.append(c_array("int32_t", "offset_q8", pipe.offset_q8, 8, static=True))
     for k, s in enumerate(pipe.steps):
-        c.append(_c_array("int32_t", f"step{k}_x0_q16", s.x0_q16, 8))
+        c.append(c_array("int32_t", f"step{k}_x0_q16", s.x0_q16, 8, static=True))
     c.append(f"static const tk_frame_step_t steps[{len(pipe.steps)}] = {{")
     for k, s in enumerate(pipe.steps):
         c.append(f"    {{&{s.name}_model, {s.in_multiplier}, {s.in_shift}, {s.in_zero_point}, step{k}_x0_q16, "
@@ -288,21 +282,4 @@ def c_sources(pipe: Pipeline) -> dict[str, str]:
 
 def write_c_config(pipe: Pipeline, generated) -> list[Path]:
     """Writes pipeline_config.* into a firmware's generated folder (only files whose text changed)."""
-    generated = Path(generated)
-    generated.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name, text in c_sources(pipe).items():
-        path = generated / name
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
-        out.append(path)
-    return out
-
-
-def configured_models(generated) -> list[str] | None:
-    """Model names the generated pipeline config refers to, or None when the folder has no pipeline."""
-    generated = Path(generated)
-    meta = generated / "pipeline_config.json"
-    if not all((generated / n).is_file() for n in CONFIG_FILES):
-        return None
-    return list(json.loads(meta.read_text()).get("models") or [])
+    return write_sources(c_sources(pipe), generated)

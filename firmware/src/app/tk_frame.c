@@ -1,5 +1,5 @@
-/* On-device anonymization pipeline (see include/tk_frame.h). Integer-only twin of
- * toolkit/sensor/reference.py: keep the two in step, line by line where it matters. Portable C99. */
+/* On-device anonymization pipeline (see tk_frame.h). Integer-only twin of
+ * toolkit/onboard/reference.py: keep the two in step, line by line where it matters. Portable C99. */
 #include "tk_frame.h"
 
 #include <string.h>

@@ -3,7 +3,7 @@
  *   frame (H x W x 3 uint8 RGB) -> pose model -> 7 keypoints -> face box -> crop to the student's S x S
  *   -> student steps (noise from a seeded PRNG) -> paste back into the face box -> frame.
  *
- * Integer arithmetic only. The host reference `toolkit/sensor/reference.py` defines every step; every
+ * Integer arithmetic only. The host reference `toolkit/onboard/reference.py` defines every step; every
  * constant that needs floats (LUTs, multipliers, coefficients) is computed on the host and emitted as C data
  * (`generated/pipeline_config.c`, written by `toolkit bench --pipeline`), so both agree bit for bit.
  * docs/firmware.md ("On-device pipeline") gives the arithmetic in full. Change both or neither.
@@ -114,7 +114,7 @@ uint32_t tk_frame_scratch_bytes(const tk_pipeline_t *p);
 int tk_frame_anonymize(const tk_pipeline_t *p, uint8_t *frame, uint32_t seed, const tk_frame_mem_t *mem,
                        tk_clock_t now, tk_frame_result_t *res);
 
-/* Integer helpers (exposed for the unit tests; twins in toolkit/sensor/reference.py). */
+/* Integer helpers (exposed for the unit tests; twins in toolkit/onboard/reference.py). */
 int64_t tk_rshr(int64_t x, int n);            /* round(x / 2^n), half away from zero */
 int64_t tk_div_round(int64_t num, int64_t den); /* num / den, half away from zero, den > 0 */
 int64_t tk_floor_div(int64_t a, int64_t b);   /* b > 0 */
