@@ -148,3 +148,43 @@ def test_multi_person_frames_on_qemu_m7_are_bit_exact(quantized_multi_pose_run, 
     assert names[-1] == "verify" and "paste" in names
     # exit status 1 only when a delivered frame kept a face (checked against the teacher): report, not hide
     assert rc == (1 if s["delivered_with_face_left"] else 0), printed
+
+
+def test_letterbox_keeps_the_aspect_ratio():
+    from toolkit.onboard.frames import letterbox
+
+    img = np.full((50, 200, 3), 200, np.uint8)
+    out = letterbox(img, 96)
+    assert out.shape == (96, 96, 3)
+    assert (out[:30] == 0).all() and (out[-30:] == 0).all()  # bars above and below: 200x50 -> 96x24
+    assert (out[36:60] == 200).all()
+
+
+def test_frames_from_a_folder_on_native(quantized_multi_pose_run, quantized_student_run, tmp_path, sample_photos):
+    """`--frames-from DIR`: the user's images of any size, each with its status, reason, faces and stage ticks
+    in the JSON and its frame in / out as PNG; a refused frame's out is all zero."""
+    from toolkit import assets
+    from toolkit.cli import main
+    from toolkit.images import load_rgb, save_rgb
+
+    src = tmp_path / "frames"
+    src.mkdir()
+    save_rgb(load_rgb(assets.sample_photo("astronaut")), src / "astronaut.png")  # 512x512
+    save_rgb(load_rgb(assets.sample_photo("messi5")), src / "messi.png")  # wide
+    save_rgb(np.full((40, 70, 3), 90, np.uint8), src / "wall.png")  # nobody
+    out = tmp_path / "user" / "run.json"
+    rc = main(["bench", "--pipeline", "--pose", str(quantized_multi_pose_run), "--model", str(quantized_student_run),
+               "--board", "native", "--frames-from", str(src), "--out", str(out),
+               "--firmware-dir", str(tmp_path / "fw")])
+    res = json.loads(out.read_text())
+    rows = {r["frame"]: r for r in res["results"]}
+    assert {"astronaut", "messi", "wall"} <= set(rows)
+    assert rows["wall"]["status_device"] != "ok" and rows["wall"]["reason"]
+    for r in res["results"]:
+        assert r["frame_bit_exact"] and r["keypoints_exact"], r["frame"]
+        assert "t_pose" in r and isinstance(r["faces"], list)
+        if r["status_device"] == "ok":
+            assert r["boxes"] and all(len(f["keypoints_q8"]) == 7 for f in r["faces"])
+    pngs = sorted(p.name for p in (out.parent / "run_frames").iterdir())
+    assert len(pngs) == 2 * len(rows) and all(p.endswith(("_in.png", "_out.png")) for p in pngs)
+    assert rc in (0, 1)  # 1 only when a check failed; bit-exactness is asserted above

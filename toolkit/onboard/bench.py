@@ -117,7 +117,9 @@ def bench_pipeline(args) -> dict:
     fw_dir = firmware.project_dir(args.firmware_dir)
     target = getattr(args, "target", None) or args.board or "qemu-m7"
     pipe, exported = _export(args, fw_dir, target)
-    if pipe.multi_person:  # 1-4 people per frame, each face checked against the teacher's keypoints
+    if getattr(args, "frames_from", None):  # the user's own frames, letterboxed to the pose input
+        frames, truth = F.user_frames(args.frames_from, pipe.frame_size), {}
+    elif pipe.multi_person:  # 1-4 people per frame, each face checked against the teacher's keypoints
         multi = F.multi_person_frames(args.frames, pipe.frame_size)
         frames, truth = [(label, f) for label, f, _ in multi], {label: people for label, _, people in multi}
     else:
@@ -163,7 +165,9 @@ def bench_pipeline(args) -> dict:
             row.update({f"t_{name}": t for name, t in zip(layout["stages"], res["ticks"])})
             row["box"] = ref_info.get("box")
             row["boxes"] = [f["box"] for f in res["faces"] if "box" in f]
+            row["reason"] = (ref_info.get("gate") if ref_info["status"] == "no_face" else ref_info["status"])
             row["people_found"] = res["people"]
+            row["faces"] = res["faces"]  # keypoints (Q8 px), peaks, visibility, box and crop per face found
             if label in truth:  # a delivered frame must have no face left: checked on what the device sent
                 row["people_truth"] = len(truth[label])
                 row["faces_left"] = F.faces_left(got, row["boxes"], truth[label])
@@ -224,9 +228,18 @@ def write_outputs(result: dict, out: Path) -> tuple[Path, Path, Path]:
     out.write_text(json.dumps(result, indent=2) + "\n")
     csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
     rows = result["results"]
-    keys = list(dict.fromkeys(k for r in rows for k in r))
+    # every frame in and out as PNG (a refused frame's "out" is the zeroed buffer: nothing left the device)
+    from toolkit.images import save_rgb
+
+    frames_dir = out.with_name(out.stem + "_frames")
+    frames_dir.mkdir(exist_ok=True)
+    for i, (label, before, after, _) in enumerate(outputs):
+        stem = f"{i:03d}_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+        save_rgb(before, frames_dir / f"{stem}_in.png")
+        save_rgb(after if after is not None else np.zeros_like(before), frames_dir / f"{stem}_out.png")
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "faces"))
     with csv_path.open("w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=keys)
+        wr = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         wr.writeheader()
         wr.writerows(rows)
     import matplotlib
