@@ -122,8 +122,8 @@ def test_prior_travels_teacher_student_and_student_start(tiny_student_run):
 
 def test_gray_model_sees_gray_crops_and_paints_the_context_skin(tiny_teacher_run, tmp_path, astronaut_rgb,
                                                                  astronaut_persons):
-    """A "luma" model (trained on gray faces) gets its crops in gray and a start from the mean face; the face
-    it draws gets the context's skin chroma; nothing outside the crop box changes."""
+    """A "luma" model (trained on gray faces) gets its crops in gray (and, when asked, a start from the mean
+    face); the face it draws gets the context's skin chroma; nothing outside the crop box changes."""
     from toolkit.anonymize import anonymize_image
     from toolkit.artifacts import load_inpainter
 
@@ -141,9 +141,13 @@ def test_gray_model_sees_gray_crops_and_paints_the_context_skin(tiny_teacher_run
         return real_inpaint(images, *args, **kwargs)
 
     model.inpaint = spy
-    out, faces = anonymize_image(astronaut_rgb, inpainter=model, persons=astronaut_persons, steps=5)
-    (images, kwargs), = calls
-    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2])
+    anonymize_image(astronaut_rgb, inpainter=model, persons=astronaut_persons, steps=5)  # default: from noise
+    out, faces = anonymize_image(astronaut_rgb, inpainter=model, persons=astronaut_persons, steps=5,
+                                 prior_strength=0.6)
+    (plain, plain_kwargs), (images, kwargs) = calls
+    for crops in (plain, images):
+        assert torch.equal(crops[:, 0], crops[:, 1]) and torch.equal(crops[:, 1], crops[:, 2])
+    assert "init_image" not in plain_kwargs
     assert kwargs["strength"] == pytest.approx(0.6) and kwargs["init_image"].shape == images.shape
     x0, y0, x1, y1 = faces[0]["crop_box"]
     outside = np.ones(astronaut_rgb.shape[:2], bool)

@@ -196,33 +196,34 @@ def augment_batch(batch: dict, g: torch.Generator, augment: dict) -> dict:
         return batch
     import torch.nn.functional as F
 
-    image = batch["image"]
-    b = image.shape[0]
+    out = dict(batch)
+    b = batch["image"].shape[0]
 
-    def draw(amount):
+    def draw(amount):  # one uniform draw in [-amount, amount] per face
         return (torch.rand(b, generator=g) * 2 - 1) * float(amount)
 
-    shift = augment.get("shift", 0) * 2  # normalized coordinates span 2
-    zoom, tx, ty = 1 + draw(augment.get("scale", 0)), draw(shift), draw(shift)
-    gain, offset = 1 + draw(augment.get("contrast", 0)), draw(augment.get("brightness", 0)) * 2
-    # Output point p (normalized to [-1, 1]) shows input point (p - t) / zoom.
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1 / zoom
-    theta[:, 0, 2], theta[:, 1, 2] = -tx / zoom, -ty / zoom
-    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-    out = dict(batch)
-    moved = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    mean = moved.mean(dim=(1, 2, 3), keepdim=True)
-    out["image"] = ((moved - mean) * gain.view(b, 1, 1, 1) + mean + offset.view(b, 1, 1, 1)).clamp(-1, 1)
-    # A pixel touched by the face box is generated: the box only ever grows under resampling.
-    mask = F.grid_sample(batch["mask"], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    out["mask"] = (mask > 0.999).to(batch["mask"].dtype)
-    kp = batch["keypoints"].clone()
-    kp[..., 0] = (zoom[:, None] * (2 * kp[..., 0] - 1) + tx[:, None] + 1) / 2
-    kp[..., 1] = (zoom[:, None] * (2 * kp[..., 1] - 1) + ty[:, None] + 1) / 2
-    visible = batch["visible"] & ((kp >= 0) & (kp <= 1)).all(-1)
-    out["keypoints"] = torch.where(visible[..., None], kp, torch.full_like(kp, -1.0))
-    out["visible"] = visible
+    if augment.get("scale") or augment.get("shift"):
+        shift = float(augment.get("shift", 0)) * 2  # normalized coordinates span 2
+        zoom, tx, ty = 1 + draw(augment.get("scale", 0)), draw(shift), draw(shift)
+        # Output point p (normalized to [-1, 1]) shows input point (p - t) / zoom.
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1 / zoom
+        theta[:, 0, 2], theta[:, 1, 2] = -tx / zoom, -ty / zoom
+        grid = F.affine_grid(theta, list(batch["image"].shape), align_corners=False)
+        out["image"] = F.grid_sample(batch["image"], grid, mode="bilinear", padding_mode="reflection",
+                                     align_corners=False)
+        # A pixel touched by the face box is generated: the box only ever grows under resampling.
+        mask = F.grid_sample(batch["mask"], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out["mask"] = (mask > 0.999).to(batch["mask"].dtype)
+        kp = batch["keypoints"].clone()
+        kp[..., 0] = (zoom[:, None] * (2 * kp[..., 0] - 1) + tx[:, None] + 1) / 2
+        kp[..., 1] = (zoom[:, None] * (2 * kp[..., 1] - 1) + ty[:, None] + 1) / 2
+        out["visible"] = batch["visible"] & ((kp >= 0) & (kp <= 1)).all(-1)
+        out["keypoints"] = torch.where(out["visible"][..., None], kp, torch.full_like(kp, -1.0))
+    if augment.get("brightness") or augment.get("contrast"):
+        gain, offset = 1 + draw(augment.get("contrast", 0)), draw(augment.get("brightness", 0)) * 2
+        mean = out["image"].mean(dim=(1, 2, 3), keepdim=True)
+        out["image"] = ((out["image"] - mean) * gain.view(b, 1, 1, 1) + mean + offset.view(b, 1, 1, 1)).clamp(-1, 1)
     return out
 
 
