@@ -247,7 +247,7 @@ def c_sources(pipe: Pipeline) -> dict[str, str]:
            "pose model and student. */\n")
     h = hdr + ("#ifndef PIPELINE_CONFIG_H\n#define PIPELINE_CONFIG_H\n\n#include \"tk_frame.h\"\n\n"
                "extern const tk_pipeline_t tk_pipeline_config;\n\n#endif /* PIPELINE_CONFIG_H */\n")
-    c = [hdr, '#include "pipeline_config.h"', ""]
+    c = [hdr, '#include <stddef.h>', '', '#include "pipeline_config.h"', ""]
     c += [f'#include "{n}.h"' for n in pipe.model_names]
     c += ["", c_array("int8_t", "pose_input_lut", pipe.pose_input_lut, static=True),
           c_array("int32_t", "pixel_q16", pipe.pixel_q16, 8, static=True),
