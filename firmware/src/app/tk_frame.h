@@ -1,7 +1,8 @@
 /* On-device anonymization of a camera frame ("anonymize at the sensor"):
  *
- *   frame (H x W x 3 uint8 RGB) -> pose model -> 7 keypoints -> face box -> crop to the student's S x S
- *   -> student steps (noise from a seeded PRNG) -> paste back into the face box -> frame.
+ *   frame (H x W x 3 uint8 RGB) -> pose model -> 7 keypoints per person -> for every person: face box ->
+ *   crop to the student's S x S -> student steps (noise from a seeded PRNG) -> paste back into the face box
+ *   -> verify: the pose model again on the output, no nose outside the replaced boxes -> frame.
  *
  * Integer arithmetic only. The host reference `toolkit/onboard/reference.py` defines every step; every
  * constant that needs floats (LUTs, multipliers, coefficients) is computed on the host and emitted as C data
@@ -9,7 +10,8 @@
  * docs/firmware.md ("On-device pipeline") gives the arithmetic in full. Change both or neither.
  *
  * Fail closed: when no face is found (the head gate: nose and an eye visible, every visible eye / ear /
- * shoulder within 1 / 1.5 / 4 head scales of the nose) or anything fails, the frame buffer is zeroed. The
+ * shoulder within 1 / 1.5 / 4 head scales of the nose), a person fails the gate, there are more people than
+ * max_faces, the verify pass sees a face left, or anything fails, the frame buffer is zeroed. The
  * copies of raw pixels it makes (the pose input, the crop) are zeroed before it returns, in every case. */
 #ifndef TK_FRAME_H
 #define TK_FRAME_H
