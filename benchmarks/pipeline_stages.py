@@ -35,14 +35,13 @@ def main(argv=None) -> int:
 
     capture_tables(args.json)
 
-    from toolkit.bench import pipeline
-    from toolkit.onboard.config import VISIBLE_PEAK
+    from toolkit.onboard import bench as pipeline
 
     with tempfile.TemporaryDirectory(prefix="pipeline-stages-") as tmp:
         ns = argparse.Namespace(
             pipeline=True, pose=args.pose, model=args.model, board=args.board, port=None, frames=args.frames,
             seed=args.seed, out=str(Path(tmp) / "pipe.json"), name=None, target=None, timeout=args.timeout,
-            baud=115200, firmware_dir=str(Path(tmp) / "fw"), visible_peak=VISIBLE_PEAK)
+            baud=115200, firmware_dir=str(Path(tmp) / "fw"), visible_peak=None)
         result = pipeline.bench_pipeline(ns)
     result.pop("_frames", None)
     s = result["summary"]

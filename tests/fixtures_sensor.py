@@ -53,3 +53,35 @@ def sensor_teacher_frames(sample_photos):
             out.append((name, frame, np.round(np.asarray(kp, np.float64) * 256).astype(np.int64),
                         np.asarray(vis, bool)))
     return out
+
+
+@pytest.fixture(scope="session")
+def quantized_multi_pose_run(tmp_path_factory, pose_photos, pose_people):
+    """A `multi_tiny` (multi-person) pose run trained on the blurred training photos, quantized by the CLI."""
+    from toolkit.cli import main
+    from toolkit.pose.train import TrainSettings, train_pose
+
+    run = tmp_path_factory.mktemp("mpose") / "multi-tiny"
+    train_pose(pose_photos["train"], run, method="blur", people=pose_people, progress=False,
+               settings=TrainSettings(steps=400, preset="multi_tiny", seed=0, threads=1))
+    out = run.parent / "multi-tiny-q"
+    rc = main(["--debug", "quantize", "--model", str(run), "--target", SENSOR_POSE_TARGET, "--out", str(out),
+               "--qat-steps", str(SENSOR_POSE_QAT_STEPS), "--calib", "16", "--eval", "4", "--threads", "1",
+               "--no-tflite", "--no-progress"])
+    assert rc == 0, "toolkit quantize failed on the multi-person pose run"
+    return out
+
+
+@pytest.fixture(scope="session")
+def multi_pipeline(quantized_multi_pose_run, quantized_student_run):
+    from toolkit.onboard.config import build_pipeline
+
+    return build_pipeline(quantized_multi_pose_run, quantized_student_run, "pose_step0", "student")
+
+
+@pytest.fixture(scope="session")
+def multi_frames(sample_photos):
+    """[(label, 96x96x3 frame, teacher people)]: 1-4 people of the bundled photos per frame."""
+    from toolkit.onboard.frames import multi_person_frames
+
+    return multi_person_frames(8)

@@ -8,7 +8,7 @@
 
 /* ---- reply line builder (bounded; replies never need printf) ------------------------------------ */
 
-#define EE_REPLY_MAX (2 * EE_CHUNK_MAX + 192)
+#define EE_REPLY_MAX (2 * EE_CHUNK_MAX + 192 + TK_FRAME_MAX_FACES * 256) /* anonymize: keypoints and boxes per face */
 
 static char reply[EE_REPLY_MAX];
 static size_t reply_len;
@@ -540,7 +540,10 @@ static void cmd_pipeline(int argc, char **argv) {
         r_str(",step");
         r_u64(k);
     }
-    r_str(",paste");
+    r_str(",paste,verify");
+    r_kv_u64("multi", (uint32_t)p->multi_person);
+    r_kv_u64("max_faces", p->multi_person ? p->max_faces : 1u);
+    r_kv_u64("verify", (uint32_t)(p->verify != 0));
     r_send();
 }
 
@@ -579,19 +582,43 @@ static void cmd_frame(int argc, char **argv) {
     r_send();
 }
 
+/* Keypoints of every face found, faces separated by ';' (the first face only for a single-person net). */
 static void r_keypoints(const tk_frame_result_t *r) {
+    uint32_t f;
     int k;
+    r_kv_u64("people", r->people);
     r_str(" kp=");
-    for (k = 0; k < TK_FRAME_KEYPOINTS; k++) {
-        if (k) r_str(",");
-        r_i32(r->kp_q8[k][0]);
-        r_str(":");
-        r_i32(r->kp_q8[k][1]);
-        r_str(":");
-        r_i32(r->peak[k]);
+    for (f = 0; f < r->faces; f++) {
+        if (f) r_str(";");
+        for (k = 0; k < TK_FRAME_KEYPOINTS; k++) {
+            if (k) r_str(",");
+            r_i32(r->face[f].kp_q8[k][0]);
+            r_str(":");
+            r_i32(r->face[f].kp_q8[k][1]);
+            r_str(":");
+            r_i32(r->face[f].peak[k]);
+        }
     }
     r_str(" vis=");
-    for (k = 0; k < TK_FRAME_KEYPOINTS; k++) r_str(r->visible[k] ? "1" : "0");
+    for (f = 0; f < r->faces; f++) {
+        if (f) r_str(";");
+        for (k = 0; k < TK_FRAME_KEYPOINTS; k++) r_str(r->face[f].visible[k] ? "1" : "0");
+    }
+}
+
+static void r_ints(const char *key, const tk_frame_result_t *r, int which) {
+    uint32_t f;
+    int k, n = which ? 3 : 4;
+    r_str(" ");
+    r_str(key);
+    r_str("=");
+    for (f = 0; f < r->faces; f++) {
+        if (f) r_str(";");
+        for (k = 0; k < n; k++) {
+            if (k) r_str(",");
+            r_i32(which ? r->face[f].crop[k] : r->face[f].box[k]);
+        }
+    }
 }
 
 static void r_ticks(const tk_frame_result_t *r) {
@@ -620,8 +647,14 @@ static void cmd_anonymize(int argc, char **argv) {
         st.frame_state = FRAME_EMPTY;
         st.frame_have = 0;
         reply_len = 0;
-        r_str(rc == TK_FRAME_NO_FACE ? "err no_face no plausible face (nose, eyes, head shape); frame wiped"
-                                     : "err pipeline_failed a network failed; frame wiped");
+        r_str(rc == TK_FRAME_NO_FACE         ? "err no_face no plausible face (nose, eyes, head shape); frame wiped"
+              : rc == TK_FRAME_TOO_MANY_FACES ? "err too_many_faces more people than faces per frame; frame wiped"
+              : rc == TK_FRAME_VERIFY_FAILED  ? "err verify_failed a face is left outside the replaced boxes; frame wiped"
+                                              : "err pipeline_failed a network failed; frame wiped");
+        if (rc == TK_FRAME_VERIFY_FAILED) {
+            r_ints("box", &st.pres, 0);
+            r_kv_u64("left", st.pres.verify_left);
+        }
         r_keypoints(&st.pres);
         r_ticks(&st.pres);
         r_send();
@@ -631,20 +664,9 @@ static void cmd_anonymize(int argc, char **argv) {
     r_begin_ok("anonymize");
     r_kv_str("status", "ok");
     r_kv_u64("seed", seed);
-    r_str(" box=");
-    r_i32(st.pres.box[0]);
-    r_str(",");
-    r_i32(st.pres.box[1]);
-    r_str(",");
-    r_i32(st.pres.box[2]);
-    r_str(",");
-    r_i32(st.pres.box[3]);
-    r_str(" crop=");
-    r_i32(st.pres.crop[0]);
-    r_str(",");
-    r_i32(st.pres.crop[1]);
-    r_str(",");
-    r_i32(st.pres.crop[2]);
+    r_kv_u64("faces", st.pres.faces);
+    r_ints("box", &st.pres, 0);
+    r_ints("crop", &st.pres, 1);
     r_keypoints(&st.pres);
     r_ticks(&st.pres);
     r_kv_hex32("crc", ee_crc32(0, st.frame, tk_frame_bytes(tk_pipeline)));

@@ -65,11 +65,15 @@ def register(subparsers) -> None:
     pp.add_argument("--pose", default=None, help="quantized pose model run directory (with --pipeline)")
     pp.add_argument("--frames", type=int, default=None,
                     help="real frames to anonymize (plus one without a person; default 3)")
+    pp.add_argument("--frames-from", default=None, metavar="DIR",
+                    help="anonymize your own frames instead (every image in DIR, any size, letterboxed to the pose "
+                         "input); per frame: status, reason, boxes, keypoints and ticks in the JSON, PNGs in/out "
+                         "in FILE_frames/")
     pp.add_argument("--seed", type=int, default=None,
                     help="noise seed of the first frame (frame i uses seed + i; default 0)")
     pp.add_argument("--visible-peak", type=float, default=None,
                     help="heatmap peak (fraction of 1.0) at which a keypoint counts as seen (default: "
-                         "toolkit.onboard.config.VISIBLE_PEAK)")
+                         "toolkit.onboard.config.VISIBLE_PEAK, VISIBLE_PEAK_MULTI for a multi-person net)")
     p.set_defaults(func=run)
 
 
@@ -248,14 +252,12 @@ def run(args) -> int:
         raise ValueError(f"--out {out}: give a .json file name (CSV and PNG are written beside it)")
     if getattr(args, "pipeline", False):
         from toolkit.onboard import bench as onboard_bench
-        from toolkit.onboard.config import VISIBLE_PEAK
 
-        if args.visible_peak is None:
-            args.visible_peak = VISIBLE_PEAK
         args.frames = 3 if args.frames is None else args.frames
         args.seed = 0 if args.seed is None else args.seed
         return onboard_bench.run(args, out)
-    given = [flag for flag in ("pose", "frames", "seed", "visible_peak") if getattr(args, flag, None) is not None]
+    given = [flag for flag in ("pose", "frames", "frames_from", "seed", "visible_peak")
+             if getattr(args, flag, None) is not None]
     if given:
         raise ValueError(", ".join("--" + f.replace("_", "-") for f in given) + " only apply with --pipeline")
     result = bench(args)

@@ -250,30 +250,42 @@ class Device:
 
     @staticmethod
     def _pipeline_fields(fields: dict) -> dict:
+        """Ticks, and per face found (groups separated by ';'): keypoints, peaks, visibility, box and crop. The
+        first face's also at the top level (zeros when there is none), as the host reference reports them."""
         out = {"unit": fields.get("unit"), "ticks": [int(v) for v in fields.get("ticks", "").split(",") if v],
-               "total": int(fields.get("total", 0))}
-        kps = [p.split(":") for p in fields.get("kp", "").split(",") if p]
-        out["keypoints_q8"] = [[int(x), int(y)] for x, y, _ in kps]
-        out["peaks"] = [int(p) for _, _, p in kps]
-        out["visible"] = [c == "1" for c in fields.get("vis", "")]
-        for key in ("box", "crop"):
-            if key in fields:
-                out[key] = [int(v) for v in fields[key].split(",")]
+               "total": int(fields.get("total", 0)), "people": int(fields.get("people", 0))}
+        groups = {key: [g for g in fields.get(key, "").split(";") if g] for key in ("kp", "vis", "box", "crop")}
+        faces = []
+        for i, kp in enumerate(groups["kp"]):
+            kps = [p.split(":") for p in kp.split(",")]
+            face = {"keypoints_q8": [[int(x), int(y)] for x, y, _ in kps], "peaks": [int(p) for _, _, p in kps],
+                    "visible": [c == "1" for c in groups["vis"][i]] if i < len(groups["vis"]) else []}
+            for key in ("box", "crop"):
+                if i < len(groups[key]):
+                    face[key] = [int(v) for v in groups[key][i].split(",")]
+            faces.append(face)
+        first = faces[0] if faces else {"keypoints_q8": [[0, 0]] * 7, "peaks": [0] * 7, "visible": [False] * 7}
+        out.update(first)
+        out["faces"] = faces
+        if "left" in fields:
+            out["verify_left"] = int(fields["left"])
         if "crc" in fields:
             out["crc"] = int(fields["crc"], 16)
         return out
 
+    REFUSALS = ("no_face", "too_many_faces", "verify_failed")
+
     def anonymize(self, seed: int, timeout: float) -> dict:
-        """Runs the pipeline on the loaded frame. status "ok" (frame readable with `frame_out`) or "no_face"
-        (the device wiped the frame); keypoints, box, crop, per-stage ticks and the output CRC."""
+        """Runs the pipeline on the loaded frame. status "ok" (frame readable with `frame_out`) or a refusal,
+        one of REFUSALS (the device wiped the frame); keypoints and boxes per face, per-stage ticks, output CRC."""
         try:
             r = self.link.command(f"anonymize {int(seed)}", timeout=timeout)
         except ProtocolError as exc:
-            if exc.code != "no_face":
+            if exc.code not in self.REFUSALS:
                 raise
             msg = str(exc).split(": ", 2)[-1]
             fields = dict(w.split("=", 1) for w in msg.split(" ") if "=" in w)
-            return {"status": "no_face", **self._pipeline_fields(fields)}
+            return {"status": exc.code, **self._pipeline_fields(fields)}
         return {"status": r.fields["status"], "seed": r.int("seed"), **self._pipeline_fields(r.fields)}
 
     def frame_out(self, size: int) -> np.ndarray:

@@ -87,10 +87,12 @@ def _compare(ref_out, ref_info, dev: dict, got) -> dict:
     row = {"status_device": dev["status"], "status_reference": ref_info["status"],
            "keypoints_exact": bool(same_kp and dev["visible"] == ref_info["visible"])}
     if ref_out is None:
-        row.update(box_exact=True, frame_bit_exact=dev["status"] == "no_face" and got is None,
+        row.update(box_exact=True, frame_bit_exact=dev["status"] == ref_info["status"] and got is None,
                    mismatched_bytes=0)
         return row
-    row["box_exact"] = dev.get("box") == ref_info["box"] and dev.get("crop") == ref_info["crop"]
+    keys = ("keypoints_q8", "peaks", "visible", "box", "crop")
+    row["box_exact"] = len(dev["faces"]) == len(ref_info["faces"]) and all(
+        all(d.get(k) == r[k] for k in keys) for d, r in zip(dev["faces"], ref_info["faces"]))
     if got is None:
         row.update(frame_bit_exact=False, mismatched_bytes=int(ref_out.size))
     else:
@@ -115,7 +117,13 @@ def bench_pipeline(args) -> dict:
     fw_dir = firmware.project_dir(args.firmware_dir)
     target = getattr(args, "target", None) or args.board or "qemu-m7"
     pipe, exported = _export(args, fw_dir, target)
-    frames = F.real_frames(args.frames, pipe.frame_size)
+    if getattr(args, "frames_from", None):  # the user's own frames, letterboxed to the pose input
+        frames, truth = F.user_frames(args.frames_from, pipe.frame_size), {}
+    elif pipe.multi_person:  # 1-4 people per frame, each face checked against the teacher's keypoints
+        multi = F.multi_person_frames(args.frames, pipe.frame_size)
+        frames, truth = [(label, f) for label, f, _ in multi], {label: people for label, _, people in multi}
+    else:
+        frames, truth = F.real_frames(args.frames, pipe.frame_size), {}
     empty = ("no_person_blank", F.blank_frame(pipe.frame_size))
 
     rows, outputs = [], []
@@ -156,8 +164,15 @@ def bench_pipeline(args) -> dict:
                    "total": res["total"]}
             row.update({f"t_{name}": t for name, t in zip(layout["stages"], res["ticks"])})
             row["box"] = ref_info.get("box")
+            row["boxes"] = [f["box"] for f in res["faces"] if "box" in f]
+            row["reason"] = (ref_info.get("gate") if ref_info["status"] == "no_face" else ref_info["status"])
+            row["people_found"] = res["people"]
+            row["faces"] = res["faces"]  # keypoints (Q8 px), peaks, visibility, box and crop per face found
+            if label in truth:  # a delivered frame must have no face left: checked on what the device sent
+                row["people_truth"] = len(truth[label])
+                row["faces_left"] = F.faces_left(got, row["boxes"], truth[label])
             rows.append(row)
-            outputs.append((label, frame, got, ref_info.get("box")))
+            outputs.append((label, frame, got, [f["box"] for f in ref_info["faces"]]))
 
     memory = memory_plan(pipe, {n: m["arena_bytes"] for n, m in exported.items()}) if exported else {
         k: layout[k] for k in ("frame", "arena", "model_in", "model_out", "scratch", "total")}
@@ -183,10 +198,11 @@ def bench_pipeline(args) -> dict:
               for n, g in graphs.items()}
     summary = {
         "unit": unit, "frames": len(rows), "faces_found": sum(r["status_reference"] == "ok" for r in rows),
+        "delivered_with_face_left": sum(bool(r.get("faces_left")) for r in rows),
         "stages": stages, "per_frame": total_mean,
         "all_bit_exact": all(r["frame_bit_exact"] and r["keypoints_exact"] and r["box_exact"]
                              and r["status_device"] == r["status_reference"] for r in rows),
-        "fail_closed": all(r["status_device"] == "no_face" for r in rows if not r["person"]),
+        "fail_closed": all(r["status_device"] in Device.REFUSALS for r in rows if not r["person"]),
         "memory": {**memory, "device": {k: layout[k] for k in ("frame", "arena", "model_in", "model_out", "scratch",
                                                                 "total", "pool")}},
         "memory_matches_device": all(memory[k] == layout[k] for k in ("frame", "arena", "model_in", "model_out",
@@ -212,9 +228,18 @@ def write_outputs(result: dict, out: Path) -> tuple[Path, Path, Path]:
     out.write_text(json.dumps(result, indent=2) + "\n")
     csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
     rows = result["results"]
-    keys = list(dict.fromkeys(k for r in rows for k in r))
+    # every frame in and out as PNG (a refused frame's "out" is the zeroed buffer: nothing left the device)
+    from toolkit.images import save_rgb
+
+    frames_dir = out.with_name(out.stem + "_frames")
+    frames_dir.mkdir(exist_ok=True)
+    for i, (label, before, after, _) in enumerate(outputs):
+        stem = f"{i:03d}_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+        save_rgb(before, frames_dir / f"{stem}_in.png")
+        save_rgb(after if after is not None else np.zeros_like(before), frames_dir / f"{stem}_out.png")
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "faces"))
     with csv_path.open("w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=keys)
+        wr = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         wr.writeheader()
         wr.writerows(rows)
     import matplotlib
@@ -225,13 +250,14 @@ def write_outputs(result: dict, out: Path) -> tuple[Path, Path, Path]:
 
     n = len(outputs)
     fig, axes = plt.subplots(n, 2, figsize=(4.4, 2.2 * n), squeeze=False)
-    for (label, before, after, box), row, (a, b) in zip(outputs, rows, axes):
+    for (label, before, after, boxes), row, (a, b) in zip(outputs, rows, axes):
         a.imshow(before, interpolation="nearest")
         a.set_title(f"{label}: frame in", fontsize=7)
         if after is not None:
             b.imshow(after, interpolation="nearest")
-            b.add_patch(Rectangle((box[0] - 0.5, box[1] - 0.5), box[2] - box[0], box[3] - box[1], fill=False,
-                                  edgecolor="lime" if row["frame_bit_exact"] else "red", linewidth=0.8))
+            for box in boxes:
+                b.add_patch(Rectangle((box[0] - 0.5, box[1] - 0.5), box[2] - box[0], box[3] - box[1], fill=False,
+                                      edgecolor="lime" if row["frame_bit_exact"] else "red", linewidth=0.8))
             b.set_title(f"out ({'bit-exact' if row['frame_bit_exact'] else 'DIFFERS'})", fontsize=7)
         else:
             b.imshow(np.zeros_like(before))
@@ -288,12 +314,17 @@ def run(args, out: Path) -> int:
     print(stage_table(result))
     print(f"bit-exact with the host reference (frame, keypoints, box) on {s['frames']} frames: "
           f"{'yes' if s['all_bit_exact'] else 'NO'}; no-person frame failed closed: {'yes' if s['fail_closed'] else 'NO'}")
+    if any("faces_left" in r for r in result["results"]):
+        print(f"delivered frames with a face left untouched: {s['delivered_with_face_left']} "
+              f"(of {sum(r['status_device'] == 'ok' for r in result['results'])} delivered)")
     print("wrote " + ", ".join(str(p) for p in paths))
     bad = []
     if not s["all_bit_exact"]:
         bad.append("the device differs from the host reference (see the CSV)")
     if not s["fail_closed"]:
         bad.append("the device did not fail closed on a frame without a person")
+    if s["delivered_with_face_left"]:
+        bad.append("a delivered frame kept a face the teacher sees (see faces_left in the CSV)")
     if not s["memory_matches_device"]:
         bad.append("the device's memory layout differs from the host's plan")
     if bad:

@@ -26,6 +26,11 @@ from toolkit.deploy.csource import c_array, write_sources
 # A keypoint counts as seen when its heatmap peak reaches this fraction of the training target's peak (1.0):
 # low enough for the small test models (peaks 0.2-0.5 on people, < 0.05 on empty frames), `--visible-peak`.
 VISIBLE_PEAK = 0.2
+# Multi-person net: visibility outputs are trained to 0 / 1, head centres to a Gaussian of peak 1.
+VISIBLE_PEAK_MULTI = 0.5
+CENTER_PEAK = 0.3
+# Faces the device replaces per frame (compile-time TK_FRAME_MAX_FACES in tk_frame.h: keep them equal).
+MAX_FACES = 4
 # Keypoint-map LUT resolution: distances in 1/16 crop pixel.
 GAUSS_SUBPIXEL = 16
 NOSE = 0
@@ -66,6 +71,11 @@ class Pipeline:
     out_pixel_lut: np.ndarray  # (256,) uint8: last step's int8 x0 -> uint8 pixel (clamp to [-1, 1] included)
     student_base: str
     meta: dict = field(default_factory=dict)  # sigma, alphas, timesteps, sources (for reports)
+    multi_person: bool = False  # pose net outputs head centres + offsets (toolkit.pose.multi), not 7 heatmaps
+    center_min: int = 1  # multi-person: a head centre counts when its value - zero point >= center_min
+    offset_q8: np.ndarray | None = None  # multi-person: (256,) int32, int8 offset output (q + 128) -> Q8 px
+    max_faces: int = MAX_FACES  # more people than this in a frame: fail closed (TK_FRAME_MAX_FACES in C)
+    verify: bool = True  # run the pose net again on the output; a nose outside every replaced box fails it
 
     @property
     def model_names(self) -> list[str]:
@@ -105,7 +115,8 @@ def _quantized(run_dir, what: str) -> dict:
 
 
 def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
-                   visible_peak: float = VISIBLE_PEAK) -> Pipeline:
+                   visible_peak: float | None = None, center_peak: float = CENTER_PEAK,
+                   verify: bool = True) -> Pipeline:
     """Pipeline constants for a quantized pose artifact and a quantized student artifact.
 
     `pose_name` is the pose network's C model name, `student_base` the prefix of the student's step models
@@ -113,9 +124,13 @@ def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
     from toolkit.deploy.export import model_units
     from toolkit.deploy.ir import quantize_multiplier
 
-    if not 0.0 < float(visible_peak) <= 1.0:
-        raise ValueError(f"--visible-peak {visible_peak}: give a fraction of the heatmap's peak, in (0, 1]")
     pm = _quantized(pose_run, "--pose")
+    multi = (pm.get("output") or {}).get("outputs") == "centers"
+    if visible_peak is None:
+        visible_peak = VISIBLE_PEAK_MULTI if multi else VISIBLE_PEAK
+    for flag, v in (("--visible-peak", visible_peak), ("--center-peak", center_peak)):
+        if not 0.0 < float(v) <= 1.0:
+            raise ValueError(f"{flag} {v}: give a fraction of the trained peak, in (0, 1]")
     sm = _quantized(student_run, "--model")
     if pm.get("model_kind") != "pose":
         raise ValueError(f"--pose {pose_run}: a quantized '{pm.get('model_kind')}' model, not a pose model")
@@ -128,8 +143,13 @@ def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
     if fh != fw or fc != 3:
         raise ValueError(f"--pose: expected a square RGB input, the model takes {t_in.shape} (NHWC)")
     stride = int(pm.get("output", {}).get("stride") or fh // t_hm.shape[1])
-    if t_hm.shape[1] * stride != fh or t_hm.shape[3] != 7:
-        raise ValueError(f"--pose: heatmaps {t_hm.shape} do not match a {fh}x{fw} input at stride {stride}")
+    from toolkit.pose.multi import OFFSET_UNIT, OUT_CHANNELS
+
+    if t_hm.shape[1] * stride != fh or t_hm.shape[3] != (OUT_CHANNELS if multi else 7):
+        raise ValueError(f"--pose: outputs {t_hm.shape} do not match a {fh}x{fw} input at stride {stride}")
+    # int8 offset -> Q8 px, the only float step of the multi-person decode, tabulated here
+    offset_q8 = np.floor((np.arange(-128, 128) - t_hm.zero_point) * float(t_hm.scale) * OFFSET_UNIT * 256
+                         + 0.5).astype(np.int32)
 
     alphas = [float(a) for a in sm.get("alphas_cumprod") or []]
     sigma = float((sm.get("keypoint_maps") or {}).get("sigma_px", 0) or 0)
@@ -175,7 +195,9 @@ def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
         meta={"sigma_px": sigma, "alphas_cumprod": alphas, "timesteps": sm.get("timesteps"),
               "visible_peak": visible_peak, "pose_run": str(Path(pose_run).resolve()),
               "student_run": str(Path(student_run).resolve()),
-              "student_source": (sm.get("source") or {}).get("path")},
+              "student_source": (sm.get("source") or {}).get("path"), "center_peak": center_peak},
+        multi_person=multi, center_min=max(1, math.ceil(center_peak / float(t_hm.scale))),
+        offset_q8=offset_q8 if multi else None, verify=bool(verify),
     )
 
 
@@ -211,7 +233,8 @@ def memory_plan(pipe: Pipeline, arena_bytes: dict) -> dict:
 
 def config_flash_bytes(pipe: Pipeline) -> int:
     """Constant bytes of the pipeline tables (LUTs and per-step parameters) in flash."""
-    return 256 + 256 * 4 + pipe.gauss_q15.size * 2 + 256 + len(pipe.steps) * (256 * 4 + 32) + 96
+    return (256 + 256 * 4 + pipe.gauss_q15.size * 2 + 256 + len(pipe.steps) * (256 * 4 + 32) + 96
+            + (256 * 4 if pipe.offset_q8 is not None else 0))
 
 
 # ------------------------------------------------------------------------------------------ C output
@@ -224,12 +247,14 @@ def c_sources(pipe: Pipeline) -> dict[str, str]:
            "pose model and student. */\n")
     h = hdr + ("#ifndef PIPELINE_CONFIG_H\n#define PIPELINE_CONFIG_H\n\n#include \"tk_frame.h\"\n\n"
                "extern const tk_pipeline_t tk_pipeline_config;\n\n#endif /* PIPELINE_CONFIG_H */\n")
-    c = [hdr, '#include "pipeline_config.h"', ""]
+    c = [hdr, '#include <stddef.h>', '', '#include "pipeline_config.h"', ""]
     c += [f'#include "{n}.h"' for n in pipe.model_names]
     c += ["", c_array("int8_t", "pose_input_lut", pipe.pose_input_lut, static=True),
           c_array("int32_t", "pixel_q16", pipe.pixel_q16, 8, static=True),
           c_array("uint16_t", "gauss_q15", pipe.gauss_q15, static=True),
           c_array("uint8_t", "out_pixel_lut", pipe.out_pixel_lut, static=True)]
+    if pipe.offset_q8 is not None:
+        c.append(c_array("int32_t", "offset_q8", pipe.offset_q8, 8, static=True))
     for k, s in enumerate(pipe.steps):
         c.append(c_array("int32_t", f"step{k}_x0_q16", s.x0_q16, 8, static=True))
     c.append(f"static const tk_frame_step_t steps[{len(pipe.steps)}] = {{")
@@ -242,11 +267,15 @@ def c_sources(pipe: Pipeline) -> dict[str, str]:
           f"    {pipe.heatmap_zero_point}, {pipe.heatmap_stride}, {pipe.visible_min},",
           f"    {pipe.size}, {len(pipe.steps)}, steps, pixel_q16, {pipe.sqrt_a0_q14}, {pipe.sqrt_1ma0_q14},",
           f"    gauss_q15, {pipe.gauss_q15.size}, out_pixel_lut,",
+          f"    {int(pipe.multi_person)}, {pipe.center_min}, {'offset_q8' if pipe.offset_q8 is not None else 'NULL'},"
+          f" {pipe.max_faces}, {int(pipe.verify)},",
           "};", ""]
     meta = {"models": pipe.model_names, "pose": pipe.pose_name, "student": pipe.student_base,
             "frame_size": pipe.frame_size, "size": pipe.size, "steps": len(pipe.steps),
-            "visible_min": pipe.visible_min, "sources": [pipe.pose_source] + [s.source for s in pipe.steps],
-            **{k: v for k, v in pipe.meta.items() if k in ("sigma_px", "alphas_cumprod", "timesteps", "visible_peak")}}
+            "visible_min": pipe.visible_min, "multi_person": pipe.multi_person, "center_min": pipe.center_min,
+            "max_faces": pipe.max_faces, "verify": pipe.verify, "sources": [pipe.pose_source] + [s.source for s in pipe.steps],
+            **{k: v for k, v in pipe.meta.items() if k in ("sigma_px", "alphas_cumprod", "timesteps", "visible_peak",
+                                                     "center_peak")}}
     return {"pipeline_config.c": "\n".join(c), "pipeline_config.h": h,
             "pipeline_config.json": json.dumps(meta, indent=2) + "\n"}
 

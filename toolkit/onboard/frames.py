@@ -71,3 +71,117 @@ def landscape_frame(size: int = 96) -> np.ndarray:
     s = min(h, w)
     sq = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
     return np.ascontiguousarray(cv2.resize(sq, (size, size), interpolation=cv2.INTER_AREA))
+
+
+# ------------------------------------------------------------------------------------- multi-person frames
+
+_REGIONS: dict = {}
+
+
+def _photo_regions(photos) -> list:
+    """(name, toolkit.pose.data.Regions of its most confident person) of each photo with a usable person."""
+    from toolkit import assets
+    from toolkit.detect.pipeline import detect
+    from toolkit.images import load_rgb
+    from toolkit.pose import data as D
+
+    out = []
+    for name in photos:
+        if name not in _REGIONS:
+            image = load_rgb(assets.sample_photo(name))
+            labels = D.labels_from_persons(detect(image))
+            _REGIONS[name] = (D.build_regions({"img": image}, {"img": [max(labels, key=lambda p: p.ref)]})
+                              if labels else None)
+        if _REGIONS[name] is not None:
+            out.append((name, _REGIONS[name]))
+    return out
+
+
+def _slot_view(regions, w: int, h: int, scale: float, flip: bool):
+    """A w x h view of the person: a square view `scale` person sizes wide (side max(w, h)), centre cut."""
+    from toolkit.pose import data as D
+
+    side = max(w, h)
+    center = regions.keypoints[0][regions.visible[0]].mean(axis=0)
+    M = D.view_transform(D.REGION_PX, center, regions.ref[0], side, scale, flip=flip)
+    view, kp, vis, _ = D.render_view(regions, 0, M, side, flip)
+    x0, y0 = (side - w) // 2, (side - h) // 2
+    return view[y0:y0 + h, x0:x0 + w], kp - [x0, y0], vis
+
+
+# Person scales of the multi-person frames: the view is this many person sizes wide (larger = smaller person).
+MULTI_SCALES = (2.5, 3.5, 5.0)
+
+
+def multi_person_frames(count: int, size: int = 96, photos=FRAME_PHOTOS, max_people: int = 4):
+    """`count` frames of 1..max_people people from the bundled photos, side by side (2x2 for 4), at the scales
+    MULTI_SCALES, every other person mirrored: [(label, frame, people)] with people = [(teacher keypoints in
+    frame px (7, 2), visible (7,))] (the truth a replaced face is checked against)."""
+    from toolkit.pose.multi import _layout
+
+    base = _photo_regions(photos)
+    if not base:
+        raise RuntimeError("no person found on the bundled photos (`toolkit assets fetch`)")
+    frames = []
+    k = 0
+    for i in range(count):
+        n = 1 + i % max_people
+        frame = np.zeros((size, size, 3), np.uint8)
+        people, names = [], []
+        for j, (x0, y0, w, h) in enumerate(_layout(n, size)):
+            name, regions = base[k % len(base)]
+            scale, flip = MULTI_SCALES[(i + j) % len(MULTI_SCALES)], bool((k + i) % 2)
+            view, kp, vis = _slot_view(regions, w, h, scale, flip)
+            frame[y0:y0 + h, x0:x0 + w] = view
+            inside = (kp[:, 0] >= 0) & (kp[:, 0] < w) & (kp[:, 1] >= 0) & (kp[:, 1] < h)
+            people.append((kp + [x0, y0], vis & inside))
+            names.append(name + ("_m" if flip else ""))
+            k += 1
+        frames.append((f"{n}p_" + "+".join(names), frame, people))
+    return frames
+
+
+def faces_left(out: np.ndarray | None, boxes, people) -> int:
+    """Faces of `people` (truth) not replaced in a delivered frame: a person whose visible nose or eye lies
+    outside every replaced box counts (a partly covered face is a face left). 0 for a refused frame."""
+    if out is None:
+        return 0
+    n = 0
+    for kp, vis in people:
+        for k in (0, 1, 2):  # nose, eyes
+            if not vis[k]:
+                continue
+            x, y = int(np.floor(kp[k, 0])), int(np.floor(kp[k, 1]))
+            if not any(b[0] <= x < b[2] and b[1] <= y < b[3] for b in boxes):
+                n += 1
+                break
+    return n
+
+
+def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """Any H x W x 3 image -> size x size: scaled to fit (area resampling when shrinking), centred, black bars."""
+    import cv2
+
+    h, w = image.shape[:2]
+    s = size / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    out = np.zeros((size, size, 3), np.uint8)
+    y0, x0 = (size - nh) // 2, (size - nw) // 2
+    out[y0:y0 + nh, x0:x0 + nw] = small
+    return out
+
+
+def user_frames(folder, size: int) -> list[tuple[str, np.ndarray]]:
+    """(file name, letterboxed frame) of every image in a folder (`toolkit bench --pipeline --frames-from`)."""
+    from pathlib import Path
+
+    from toolkit.images import list_images, load_rgb
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--frames-from {folder}: no such folder")
+    files = list_images([folder])
+    if not files:
+        raise ValueError(f"--frames-from {folder}: no images found")
+    return [(p.stem, letterbox(load_rgb(p), size)) for p in files]

@@ -35,7 +35,7 @@ from toolkit.pose.model import div_round_away as div_round  # the heatmap decode
 from toolkit.onboard.config import NOSE, Pipeline
 
 SEED_MIX = 0x9E3779B9
-STATUS_OK, STATUS_NO_FACE = "ok", "no_face"
+STATUS_OK, STATUS_NO_FACE, STATUS_TOO_MANY, STATUS_VERIFY_FAILED = "ok", "no_face", "too_many_faces", "verify_failed"
 L_EYE, R_EYE, L_EAR, R_EAR, L_SH, R_SH = 1, 2, 3, 4, 5, 6
 
 
@@ -93,6 +93,7 @@ GATE_RATIO = {L_EYE: (1, 1), R_EYE: (1, 1), L_EAR: (3, 2), R_EAR: (3, 2), L_SH: 
 # to measure the head by is still admitted (bar a turned head's far eye).
 GATE_SCALE_FLOOR_Q8 = 8 * 256
 GATE_OK, GATE_NO_NOSE, GATE_NO_EYE, GATE_IMPLAUSIBLE = "ok", "nose_not_visible", "no_eye_visible", "implausible_head"
+GATE_NO_PERSON = "no_person"  # the multi-person net found no head centre
 
 
 def _dist(kp_q8, a: int, b: int) -> int:
@@ -187,7 +188,7 @@ def run_network(graph, q: np.ndarray) -> np.ndarray:
 
 
 def pose_keypoints(frame: np.ndarray, pipe: Pipeline):
-    """(keypoints Q8 (7, 2) int64, peaks (7,) int8, visible (7,) bool) of a frame."""
+    """(keypoints Q8 (7, 2) int64, peaks (7,) int8, visible (7,) bool) of a frame (single-person pose net)."""
     from toolkit.pose.model import decode_heatmaps_int8
 
     q = pipe.pose_input_lut[frame.astype(np.int64)][None]
@@ -195,6 +196,72 @@ def pose_keypoints(frame: np.ndarray, pipe: Pipeline):
     kp, peaks = decode_heatmaps_int8(hm, pipe.heatmap_zero_point, pipe.heatmap_stride)
     visible = (peaks.astype(np.int64) - pipe.heatmap_zero_point) >= pipe.visible_min
     return kp, peaks, visible
+
+
+def decode_centers_int8(out: np.ndarray, pipe: Pipeline) -> list:
+    """People of one int8 multi-person output (H, W, 22) NHWC (toolkit.pose.multi's layout), in raster order:
+    [(keypoints Q8 (7, 2), peaks (7,) int8 = visibility outputs, visible (7,) bool)].
+
+    A person is a cell whose centre value - zp >= center_min that is a 3x3 local maximum: strictly above the
+    neighbours before it in raster order, at least the ones after it (a plateau counts once). Keypoint k =
+    cell centre + offset_q8[q + 128] of its (dx, dy) outputs; visible when its visibility - zp >= visible_min."""
+    from toolkit.pose.multi import CENTER, OFF0, VIS0
+
+    q = np.asarray(out).astype(np.int64)
+    H, W, _ = q.shape
+    zp, stride = pipe.heatmap_zero_point, pipe.heatmap_stride
+    c = q[..., CENTER]
+    people = []
+    for iy in range(H):
+        for ix in range(W):
+            v = int(c[iy, ix])
+            if v - zp < pipe.center_min:
+                continue
+            peak = True
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    y, x = iy + dy, ix + dx
+                    if (dy, dx) == (0, 0) or not (0 <= y < H and 0 <= x < W):
+                        continue
+                    before = dy < 0 or (dy == 0 and dx < 0)
+                    if c[y, x] > v or (before and c[y, x] == v):
+                        peak = False
+            if not peak:
+                continue
+            cell = q[iy, ix]
+            off = pipe.offset_q8[cell[OFF0:] + 128].astype(np.int64).reshape(7, 2)
+            kp = off + np.array([(2 * ix + 1) * stride * 128, (2 * iy + 1) * stride * 128], np.int64)
+            peaks = cell[VIS0:OFF0].astype(np.int8)
+            people.append((kp, peaks, (cell[VIS0:OFF0] - zp) >= pipe.visible_min))
+    return people
+
+
+def find_people(frame: np.ndarray, pipe: Pipeline) -> list:
+    """[(keypoints Q8, peaks, visible)] of a frame: every person for a multi-person net; the single-person net's
+    one keypoint set otherwise (always one entry: the head gate judges it)."""
+    if not pipe.multi_person:
+        return [pose_keypoints(frame, pipe)]
+    q = pipe.pose_input_lut[frame.astype(np.int64)][None]
+    return decode_centers_int8(run_network(pipe.pose_graph, q)[0], pipe)
+
+
+def in_box(kp_q8, box) -> bool:
+    """Whether a Q8 point's pixel lies in a box [x0, x1) x [y0, y1)."""
+    x, y = int(kp_q8[0]) >> 8, int(kp_q8[1]) >> 8  # floor, also for negative coordinates
+    return box[0] <= x < box[2] and box[1] <= y < box[3]
+
+
+def verify_output(out: np.ndarray, pipe: Pipeline, boxes) -> list:
+    """Noses (Q8) the pose net finds on the OUTPUT frame outside every replaced box: must be empty for the
+    frame to leave. Multi-person net: every detected head counts, gate or not; single-person net: its keypoint
+    set when the head gate accepts it."""
+    left = []
+    for kp, _, visible in find_people(out, pipe):
+        if not pipe.multi_person and head_gate(kp, visible) != GATE_OK:
+            continue
+        if not any(in_box(kp[NOSE], b) for b in boxes):
+            left.append([int(kp[NOSE, 0]), int(kp[NOSE, 1])])
+    return left
 
 
 def check_frame(frame, pipe: Pipeline) -> np.ndarray:
@@ -265,26 +332,49 @@ def paste(frame: np.ndarray, gen: np.ndarray, box, crop, S: int) -> np.ndarray:
 
 
 def anonymize_frame(frame, pipe: Pipeline, seed: int):
-    """(anonymized frame or None, info). None (status "no_face") when the head gate refuses the keypoints (nose
-    not seen, no eye seen, or keypoints that cannot be one head): fail closed.
+    """(anonymized frame or None, info). Every face the pose net finds is replaced (face i with the noise of
+    seed + i), or the frame fails closed (None, frame wiped on the device):
+      "no_face"         no person, or a person whose keypoints fail the head gate (info["gate"] says why)
+      "too_many_faces"  more people than pipe.max_faces
+      "verify_failed"   the pose net, run again on the output, still finds a nose outside every replaced box
 
-    info: status, gate (GATE_* reason), keypoints_q8 (7x2), peaks (7), visible (7), box (x0,y0,x1,y1) and crop (x0,y0,side) when a
-    face was found, crc (CRC-32 of the output frame bytes), and the intermediate crop/mask for reports."""
+    info: status, gate, faces (per face: keypoints_q8, peaks, visible, box, crop), people (detected), the first
+    face's keypoints_q8 / peaks / visible (also for a refused frame) and box / crop at the top level, crc of
+    the output frame, verify_left (noses found outside the boxes), and the last face's crop/mask for reports."""
     frame = check_frame(frame, pipe)
     seed = int(seed)
     if not 0 <= seed <= 0xFFFFFFFF:
         raise ValueError(f"seed must be a 32-bit unsigned integer, got {seed}")
-    kp, peaks, visible = pose_keypoints(frame, pipe)
-    gate = head_gate(kp, visible)
-    info = {"status": STATUS_NO_FACE, "keypoints_q8": kp.tolist(), "peaks": [int(p) for p in peaks],
-            "visible": [bool(v) for v in visible], "seed": seed, "gate": gate}
-    if gate != GATE_OK:  # fail closed: no nose, no eye, or keypoints that cannot be one head
+    people = find_people(frame, pipe)
+    first = people[0] if people else (np.zeros((7, 2), np.int64), np.zeros(7, np.int8),
+                                      np.zeros(7, bool))
+    info = {"status": STATUS_NO_FACE, "keypoints_q8": first[0].tolist(), "peaks": [int(p) for p in first[1]],
+            "visible": [bool(v) for v in first[2]], "seed": seed, "people": len(people), "faces": []}
+    if not people:
+        info["gate"] = GATE_NO_PERSON
         return None, info
-    box = face_box(kp, visible)
-    crop = crop_box(box)
-    img, known, maps, x = student_inputs(frame, pipe, kp, visible, box, crop, seed)
-    gen = run_student(pipe, img, known, maps, x)
-    out = paste(frame, gen, box, crop, pipe.size)
-    info.update(status=STATUS_OK, box=list(box), crop=list(crop), crc=zlib.crc32(out.tobytes()) & 0xFFFFFFFF,
-                crop_pixels=img, known=known, generated=gen)
+    if len(people) > pipe.max_faces:  # more heads than the device replaces per frame: fail closed
+        info.update(status=STATUS_TOO_MANY, gate=GATE_OK)
+        return None, info
+    gates = [head_gate(kp, vis) for kp, _, vis in people]
+    info["gate"] = next((g for g in gates if g != GATE_OK), GATE_OK)
+    if info["gate"] != GATE_OK:  # no nose, no eye, or keypoints that cannot be one head: fail closed
+        return None, info
+    out = frame.copy()
+    for i, (kp, peaks, visible) in enumerate(people):
+        box = face_box(kp, visible)
+        crop = crop_box(box)
+        img, known, maps, x = student_inputs(out, pipe, kp, visible, box, crop, (seed + i) & 0xFFFFFFFF)
+        gen = run_student(pipe, img, known, maps, x)
+        out = paste(out, gen, box, crop, pipe.size)
+        info["faces"].append({"keypoints_q8": kp.tolist(), "peaks": [int(p) for p in peaks],
+                              "visible": [bool(v) for v in visible], "box": list(box), "crop": list(crop)})
+    boxes = [f["box"] for f in info["faces"]]
+    info.update(box=boxes[0], crop=info["faces"][0]["crop"], crop_pixels=img, known=known, generated=gen)
+    if pipe.verify:
+        info["verify_left"] = verify_output(out, pipe, boxes)
+        if info["verify_left"]:
+            info["status"] = STATUS_VERIFY_FAILED
+            return None, info
+    info.update(status=STATUS_OK, crc=zlib.crc32(out.tobytes()) & 0xFFFFFFFF)
     return out, info

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
                    help="teacher or student run that generates the replacement faces (--method ddpm)")
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     t.add_argument("--size", type=int, default=96, help="model input size (pixels, divisible by 16)")
-    t.add_argument("--preset", default="mcu96", help="architecture preset: mcu96 (~230k params) or tiny")
+    t.add_argument("--preset", default="mcu96", help="architecture preset: mcu96 (~230k params), tiny, or multi96 / multi_tiny (multi-person: head centres + keypoint offsets, for the frame pipeline)")
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)

@@ -27,13 +27,33 @@ COCO_SIGMAS = np.array([0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079])
 PCK_ALPHA = 0.2
 
 
+def _most_confident_person(out: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-person outputs (n, 22, h, w) -> the keypoints and visibility values of each view's strongest head
+    centre (the evaluation views hold one labelled person); a view with no centre at all gets zero confidence."""
+    from toolkit.pose.multi import CENTER, OFF0, VIS0, decode
+
+    pts = np.zeros((len(out), 7, 2))
+    conf = np.zeros((len(out), 7))
+    for j, o in enumerate(out):
+        people = decode(o, stride, center_min=-np.inf)
+        if people:
+            kp, _, _ = max(people, key=lambda p: p[2])
+            iy, ix = np.unravel_index(np.argmax(o[CENTER]), o[CENTER].shape)
+            pts[j], conf[j] = kp, o[VIS0:OFF0, iy, ix]
+    return pts, conf
+
+
 @torch.no_grad()
 def predict(net: PoseNet, images_uint8: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints (n, 7, 2) in view px and peak confidences (n, 7) for (n, S, S, 3) uint8 views."""
     net.eval()
     pts, peaks = [], []
     for i in range(0, len(images_uint8), batch_size):
-        p, c = decode_heatmaps(net(D.to_model_input(images_uint8[i:i + batch_size])), net.stride)
+        out = net(D.to_model_input(images_uint8[i:i + batch_size]))
+        if net.multi_person:
+            p, c = _most_confident_person(out.numpy(), net.stride)
+        else:
+            p, c = decode_heatmaps(out, net.stride)
         pts.append(p), peaks.append(c)
     return np.concatenate(pts), np.concatenate(peaks)
 

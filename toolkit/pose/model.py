@@ -38,6 +38,9 @@ class PosePreset:
     res_blocks: tuple  # residual blocks per level
     out_level: int = 1  # heatmaps come out at level `out_level` (1: stride 4, 24x24 for a 96x96 input)
     max_params: int | None = MAX_PARAMS
+    # "heatmaps": one person, 7 keypoint heatmaps. "centers": any number of people (toolkit.pose.multi):
+    # a head-centre map, 7 visibility maps and 14 keypoint offsets per cell.
+    outputs: str = "heatmaps"
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -53,6 +56,11 @@ PRESETS = {
         PosePreset("mcu96", (16, 32, 48, 56), (0, 1, 1, 1), description="96x96 input, 24x24 heatmaps"),
         # ~15k parameters: tests and quick experiments (same topology, a quarter of the width).
         PosePreset("tiny", (8, 12, 16, 24), (0, 1, 1, 1), description="tests and smoke runs"),
+        # Multi-person: the same backbones with a centre + visibility + offset head (toolkit.pose.multi).
+        PosePreset("multi96", (16, 32, 48, 56), (0, 1, 1, 1), outputs="centers",
+                   description="96x96 input, any number of people: 24x24 centres + offsets"),
+        PosePreset("multi_tiny", (8, 12, 16, 24), (0, 1, 1, 1), outputs="centers",
+                   description="multi-person, tests and smoke runs"),
     )
 }
 
@@ -113,7 +121,21 @@ class PoseNet(PretrainedMixin, nn.Module):
         for i in range(len(ch) - 2, preset.out_level - 1, -1):
             self.fuse.append(_conv(ch[i + 1] + ch[i], ch[i]))
             self.fuse_act.append(nn.ReLU6())
-        self.head = _conv(ch[preset.out_level], NUM_KEYPOINTS)
+        self.head = _conv(ch[preset.out_level], self.out_channels)
+
+    @property
+    def out_channels(self) -> int:
+        if self.preset.outputs == "centers":
+            from toolkit.pose.multi import OUT_CHANNELS
+
+            return OUT_CHANNELS
+        if self.preset.outputs != "heatmaps":
+            raise ValueError(f"unknown pose outputs {self.preset.outputs!r} (heatmaps | centers)")
+        return NUM_KEYPOINTS
+
+    @property
+    def multi_person(self) -> bool:
+        return self.preset.outputs == "centers"
 
     @property
     def stride(self) -> int:
@@ -149,11 +171,14 @@ class PoseNet(PretrainedMixin, nn.Module):
             "preset": self.preset.to_dict(),
             "resolution": self.resolution,
             "in_channels": 3,
-            "out_channels": NUM_KEYPOINTS,
+            "out_channels": self.out_channels,
+            "outputs": self.preset.outputs,
             "heatmap_size": self.heatmap_size,
             "stride": self.stride,
             "input_range": [-1.0, 1.0],
-            "decoding": "argmax + 3x3 weighted mean; heatmap cell i centred at (i + 0.5) * stride px",
+            "decoding": ("head centres: 3x3 local maxima; keypoints = cell centre + offset (toolkit.pose.multi)"
+                         if self.multi_person else
+                         "argmax + 3x3 weighted mean; heatmap cell i centred at (i + 0.5) * stride px"),
         }
 
     @classmethod

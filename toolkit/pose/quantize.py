@@ -35,7 +35,13 @@ class PoseInputs:
             raise ValueError(f"{path}: holds no training regions")
 
     def sample_inputs(self, n: int, seed: int):
-        imgs, *_ = D.random_views(self.regions, int(n), np.random.default_rng(int(seed)), self.net.resolution)
+        rng = np.random.default_rng(int(seed))
+        if self.net.multi_person:  # the frames it is trained on: 0-4 people composed from the regions
+            from toolkit.pose.multi import compose_frames
+
+            imgs, _ = compose_frames(self.regions, int(n), rng, self.net.resolution)
+        else:
+            imgs, *_ = D.random_views(self.regions, int(n), rng, self.net.resolution)
         return D.to_model_input(imgs)
 
 
@@ -81,7 +87,9 @@ def quantize_pose(model_run, target: str, out, settings, tflite: bool = True, pr
         board=asdict(board),
         resolution=S,
         input={"shape": [1, 3, S, S], "layout": "NCHW", "content": "RGB frame, uint8 p -> p / 127.5 - 1"},
-        output={"shape": [1, 7, H, H], "content": "keypoint heatmaps (toolkit.keypoints.NAMES order)",
+        output={"shape": [1, net.out_channels, H, H], "outputs": net.preset.outputs,
+                "content": "head centre, 7 visibilities, 14 keypoint offsets (toolkit.pose.multi)"
+                if net.multi_person else "keypoint heatmaps (toolkit.keypoints.NAMES order)",
                 "stride": net.stride, "decoding": net.config()["decoding"]},
         steps={"0": result},
         quantization=settings_dict(settings),

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from toolkit.pose import data as D
+from toolkit.pose import multi
 from toolkit.pose.model import PoseNet, budget, disallowed_modules, get_preset, render_heatmaps
 
 STAGE = "pose"
@@ -117,12 +118,17 @@ def _fit(regions: D.Regions, settings: TrainSettings, progress: bool, net: PoseN
     losses = []
     bar = tqdm(range(settings.steps), desc="train pose", disable=not progress, leave=False)
     for _ in bar:
-        imgs, kps, vis, _ = D.random_views(regions, settings.batch_size, rng, settings.size)
-        target = torch.from_numpy(render_heatmaps(kps, vis.astype(float), net.heatmap_size, net.stride, settings.sigma))
-        # Teacher-visible points are supervised wherever they are: outside the view the target is all zero
-        # (the model learns to say "not in frame"). Points the teacher did not see carry no loss.
-        weight = torch.from_numpy(vis.astype(np.float32))
-        loss = heatmap_loss(net(D.to_model_input(imgs)), target, weight)
+        if net.multi_person:  # frames of 0-4 people composed from the regions (toolkit.pose.multi)
+            imgs, people = multi.compose_frames(regions, settings.batch_size, rng, settings.size)
+            loss = multi.loss(net(D.to_model_input(imgs)), people, net.stride)
+        else:
+            imgs, kps, vis, _ = D.random_views(regions, settings.batch_size, rng, settings.size)
+            target = torch.from_numpy(render_heatmaps(kps, vis.astype(float), net.heatmap_size, net.stride,
+                                                      settings.sigma))
+            # Teacher-visible points are supervised wherever they are: outside the view the target is all zero
+            # (the model learns to say "not in frame"). Points the teacher did not see carry no loss.
+            weight = torch.from_numpy(vis.astype(np.float32))
+            loss = heatmap_loss(net(D.to_model_input(imgs)), target, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -201,7 +207,8 @@ def train_pose(images, out, *, method: str | None = None, model_run=None, settin
               "images_with_people": sum(1 for v in labels.values() if v), "people": len(regions),
               "regions_file": REGIONS_FILE, **report},
         model={"class": "PoseNet", "preset": settings.preset, "input": [1, 3, settings.size, settings.size],
-               "input_range": [-1.0, 1.0], "output": [1, 7, net.heatmap_size, net.heatmap_size], "stride": net.stride},
+               "input_range": [-1.0, 1.0], "output": [1, net.out_channels, net.heatmap_size, net.heatmap_size], "stride": net.stride,
+               "outputs": net.preset.outputs},
         params=b.params,
         macs=b.macs,
         budget=b.to_dict(),

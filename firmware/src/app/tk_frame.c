@@ -111,7 +111,10 @@ int tk_frame_check(const tk_pipeline_t *p) {
     int32_t S;
     if (!p || !p->pose || p->frame_h < 1 || p->frame_w < 1 || p->heatmap_stride < 1) return TK_FRAME_BAD_CONFIG;
     if (!shape_is(p->pose->input_shape, 1, p->frame_h, p->frame_w, 3)) return TK_FRAME_BAD_CONFIG;
-    if (!shape_is(p->pose->output_shape, 1, p->frame_h / p->heatmap_stride, p->frame_w / p->heatmap_stride, KP))
+    if (!shape_is(p->pose->output_shape, 1, p->frame_h / p->heatmap_stride, p->frame_w / p->heatmap_stride,
+                  p->multi_person ? TK_FRAME_MULTI_CHANNELS : KP))
+        return TK_FRAME_BAD_CONFIG;
+    if (p->multi_person && (!p->offset_q8 || p->max_faces < 1 || p->max_faces > TK_FRAME_MAX_FACES || p->center_min < 1))
         return TK_FRAME_BAD_CONFIG;
     S = p->size;
     if (S < 1 || S > 1024 || p->num_steps < 1 || p->num_steps > TK_FRAME_MAX_STEPS || !p->gauss_len)
@@ -127,7 +130,7 @@ int tk_frame_check(const tk_pipeline_t *p) {
 /* ---- stages ----------------------------------------------------------------------------------------- */
 
 /* Twin of toolkit.pose.model.decode_heatmaps_int8 on the NHWC heatmaps. */
-static void decode_heatmaps(const tk_pipeline_t *p, const int8_t *hm, tk_frame_result_t *res) {
+static void decode_heatmaps(const tk_pipeline_t *p, const int8_t *hm, tk_frame_face_t *res) {
     const int32_t H = p->pose->output_shape[1], W = p->pose->output_shape[2];
     const int32_t zp = p->heatmap_zero_point, stride = p->heatmap_stride;
     int k;
@@ -164,13 +167,48 @@ static void decode_heatmaps(const tk_pipeline_t *p, const int8_t *hm, tk_frame_r
     }
 }
 
-static int64_t kp_dist(const tk_frame_result_t *r, int a, int b) {
+/* Twin of reference.decode_centers_int8: the next person at or after cell *cell (raster order), written to
+ * f; returns 0 when there is none. A person is a 3x3 local maximum of the centre channel at or above
+ * center_min: strictly above its neighbours before it in raster order, at least its neighbours after it. */
+static int next_person(const tk_pipeline_t *p, const int8_t *out, int32_t *cell, tk_frame_face_t *f) {
+    const int32_t H = p->pose->output_shape[1], W = p->pose->output_shape[2], C = TK_FRAME_MULTI_CHANNELS;
+    const int32_t zp = p->heatmap_zero_point, stride = p->heatmap_stride;
+    for (; *cell < H * W; (*cell)++) {
+        const int32_t iy = *cell / W, ix = *cell % W, v = out[*cell * C];
+        int32_t dy, dx, k, peak = 1;
+        if (v - zp < p->center_min) continue;
+        for (dy = -1; dy <= 1 && peak; dy++) {
+            for (dx = -1; dx <= 1; dx++) {
+                int32_t y = iy + dy, x = ix + dx, u, before = dy < 0 || (dy == 0 && dx < 0);
+                if ((dy == 0 && dx == 0) || y < 0 || y >= H || x < 0 || x >= W) continue;
+                u = out[(y * W + x) * C];
+                if (u > v || (before && u == v)) {
+                    peak = 0;
+                    break;
+                }
+            }
+        }
+        if (!peak) continue;
+        for (k = 0; k < KP; k++) {
+            const int8_t *o = out + *cell * C;
+            f->peak[k] = o[1 + k];
+            f->visible[k] = (uint8_t)(o[1 + k] - zp >= p->visible_min);
+            f->kp_q8[k][0] = (2 * ix + 1) * stride * 128 + p->offset_q8[o[1 + KP + 2 * k] + 128];
+            f->kp_q8[k][1] = (2 * iy + 1) * stride * 128 + p->offset_q8[o[1 + KP + 2 * k + 1] + 128];
+        }
+        (*cell)++;
+        return 1;
+    }
+    return 0;
+}
+
+static int64_t kp_dist(const tk_frame_face_t *r, int a, int b) {
     int64_t dx = (int64_t)r->kp_q8[a][0] - r->kp_q8[b][0], dy = (int64_t)r->kp_q8[a][1] - r->kp_q8[b][1];
     return tk_isqrt((uint64_t)(dx * dx + dy * dy));
 }
 
 /* Twin of reference.head_scale: max(eye dist, ear dist, shoulder dist / 4, 8 px), pairs both visible. */
-static int64_t head_scale(const tk_frame_result_t *r) {
+static int64_t head_scale(const tk_frame_face_t *r) {
     int64_t s = 8 * 256, v;
     if (r->visible[L_EYE] && r->visible[R_EYE] && (v = kp_dist(r, L_EYE, R_EYE)) > s) s = v;
     if (r->visible[L_EAR] && r->visible[R_EAR] && (v = kp_dist(r, L_EAR, R_EAR)) > s) s = v;
@@ -180,7 +218,7 @@ static int64_t head_scale(const tk_frame_result_t *r) {
 
 /* Twin of reference.head_gate: nonzero when the keypoints can be one head (nose and an eye visible, every
  * visible eye / ear / shoulder within 1 / 1.5 / 4 head scales of the nose, compared squared). */
-static int head_plausible(const tk_frame_result_t *r) {
+static int head_plausible(const tk_frame_face_t *r) {
     static const int32_t num[KP] = {0, 1, 1, 3, 3, 4, 4}, den[KP] = {1, 1, 1, 2, 2, 1, 1};
     int64_t s, s2;
     int k;
@@ -197,7 +235,7 @@ static int head_plausible(const tk_frame_result_t *r) {
 static int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
 
 /* Twin of reference.face_box (cover_head) and reference.crop_box. */
-static void face_and_crop_box(tk_frame_result_t *r) {
+static void face_and_crop_box(tk_frame_face_t *r) {
     int64_t eye = kp_dist(r, L_EYE, R_EYE);
     int64_t ear = (r->visible[L_EAR] && r->visible[R_EAR]) ? kp_dist(r, L_EAR, R_EAR) : 0;
     int64_t sh = (r->visible[L_SH] && r->visible[R_SH]) ? kp_dist(r, L_SH, R_SH) : 0;
@@ -265,7 +303,7 @@ static void layout_scratch(const tk_pipeline_t *p, uint8_t *base, scratch_t *sc)
 }
 
 /* Crop, mask, keypoint-map factors and x_init (twin of reference.student_inputs). */
-static void prepare_crop(const tk_pipeline_t *p, const uint8_t *frame, uint32_t seed, const tk_frame_result_t *r,
+static void prepare_crop(const tk_pipeline_t *p, const uint8_t *frame, uint32_t seed, const tk_frame_face_t *r,
                          const scratch_t *sc) {
     const int32_t S = p->size, H = p->frame_h, W = p->frame_w;
     const int64_t cx0 = r->crop[0], cy0 = r->crop[1], side = r->crop[2];
@@ -309,7 +347,7 @@ static int8_t to_input(const tk_frame_step_t *st, int32_t v) {
 }
 
 /* One student step: input [x, img*known, known, maps], invoke, DDIM update (twin of reference.run_student). */
-static int student_step(const tk_pipeline_t *p, uint32_t k, const tk_frame_mem_t *mem, const tk_frame_result_t *r,
+static int student_step(const tk_pipeline_t *p, uint32_t k, const tk_frame_mem_t *mem, const tk_frame_face_t *r,
                         const scratch_t *sc) {
     const tk_frame_step_t *st = &p->steps[k];
     const int32_t S = p->size;
@@ -345,7 +383,7 @@ static int student_step(const tk_pipeline_t *p, uint32_t k, const tk_frame_mem_t
 }
 
 /* Face box pixels (clipped) <- nearest generated crop pixel (twin of reference.paste). */
-static void paste(const tk_pipeline_t *p, uint8_t *frame, const int8_t *gen, const tk_frame_result_t *r) {
+static void paste(const tk_pipeline_t *p, uint8_t *frame, const int8_t *gen, const tk_frame_face_t *r) {
     const int32_t S = p->size, H = p->frame_h, W = p->frame_w;
     const int64_t cx0 = r->crop[0], cy0 = r->crop[1], side = r->crop[2];
     int32_t x0 = r->box[0] < 0 ? 0 : r->box[0], y0 = r->box[1] < 0 ? 0 : r->box[1];
@@ -369,9 +407,13 @@ typedef struct {
     tk_frame_result_t *res;
 } stopwatch_t;
 
-static void lap(stopwatch_t *sw) {
+/* Adds the time since the last lap to stage `stage` (stages repeat per face: their ticks add up). */
+static void lap(stopwatch_t *sw, uint32_t stage) {
     uint64_t t = sw->now ? sw->now() : 0;
-    if (sw->res->stages < TK_FRAME_MAX_STAGES) sw->res->ticks[sw->res->stages++] = t - sw->last;
+    if (stage < TK_FRAME_MAX_STAGES) {
+        sw->res->ticks[stage] += t - sw->last;
+        if (sw->res->stages < stage + 1) sw->res->stages = stage + 1;
+    }
     sw->last = t;
 }
 
@@ -390,11 +432,59 @@ static int fail(const tk_pipeline_t *p, uint8_t *frame, const tk_frame_mem_t *me
     return status;
 }
 
+static int run_pose(const tk_pipeline_t *p, const uint8_t *frame, const tk_frame_mem_t *mem) {
+    uint32_t i, n = tk_frame_bytes(p);
+    for (i = 0; i < n; i++) mem->model_in[i] = p->pose_input_lut[frame[i]];
+    return p->pose->invoke(mem->model_in, mem->model_out, mem->arena);
+}
+
+/* People in the pose output -> res->face[] (at most TK_FRAME_MAX_FACES kept), res->people counted. */
+static void find_people(const tk_pipeline_t *p, const int8_t *out, tk_frame_result_t *res) {
+    tk_frame_face_t f;
+    int32_t cell = 0;
+    if (!p->multi_person) { /* the single-person net always gives one keypoint set; the gate judges it */
+        decode_heatmaps(p, out, &res->face[0]);
+        res->people = res->faces = 1;
+        return;
+    }
+    while (next_person(p, out, &cell, &f)) {
+        if (res->people < TK_FRAME_MAX_FACES) res->face[res->people] = f;
+        res->people++;
+    }
+    res->faces = res->people < TK_FRAME_MAX_FACES ? res->people : TK_FRAME_MAX_FACES;
+}
+
+static int nose_in_box(const tk_frame_face_t *f, const int32_t *box) {
+    int32_t x = (int32_t)tk_floor_div(f->kp_q8[NOSE][0], 256), y = (int32_t)tk_floor_div(f->kp_q8[NOSE][1], 256);
+    return box[0] <= x && x < box[2] && box[1] <= y && y < box[3];
+}
+
+/* Twin of reference.verify_output on the pose output of the anonymized frame: noses outside every box. */
+static uint32_t noses_left(const tk_pipeline_t *p, const int8_t *out, const tk_frame_result_t *res) {
+    tk_frame_face_t f;
+    int32_t cell = 0;
+    uint32_t left = 0, i;
+    for (;;) {
+        int covered = 0;
+        if (p->multi_person) {
+            if (!next_person(p, out, &cell, &f)) break;
+        } else {
+            if (cell++) break;
+            decode_heatmaps(p, out, &f);
+            if (!head_plausible(&f)) break;
+        }
+        for (i = 0; i < res->faces; i++) covered |= nose_in_box(&f, res->face[i].box);
+        left += (uint32_t)!covered;
+    }
+    return left;
+}
+
 int tk_frame_anonymize(const tk_pipeline_t *p, uint8_t *frame, uint32_t seed, const tk_frame_mem_t *mem,
                        tk_clock_t now, tk_frame_result_t *res) {
     stopwatch_t sw;
     scratch_t sc;
-    uint32_t i, n, k;
+    uint32_t i, k, n;
+    const uint32_t st_crop = 3, st_paste = 4 + p->num_steps, st_verify = 5 + p->num_steps;
     memset(res, 0, sizeof *res);
     sw.now = now;
     sw.res = res;
@@ -406,26 +496,47 @@ int tk_frame_anonymize(const tk_pipeline_t *p, uint8_t *frame, uint32_t seed, co
     }
     n = tk_frame_bytes(p);
     for (i = 0; i < n; i++) mem->model_in[i] = p->pose_input_lut[frame[i]];
-    lap(&sw);
+    lap(&sw, 0);
     if (p->pose->invoke(mem->model_in, mem->model_out, mem->arena) != 0) return fail(p, frame, mem, res, TK_FRAME_MODEL_FAILED);
-    lap(&sw);
-    decode_heatmaps(p, mem->model_out, res);
-    if (!head_plausible(res)) { /* no nose, no eye, or keypoints that cannot be one head: fail closed */
-        lap(&sw);
+    lap(&sw, 1);
+    find_people(p, mem->model_out, res);
+    if (res->people == 0) {
+        lap(&sw, 2);
         return fail(p, frame, mem, res, TK_FRAME_NO_FACE);
     }
-    face_and_crop_box(res);
-    lap(&sw);
-    layout_scratch(p, mem->scratch, &sc);
-    prepare_crop(p, frame, seed, res, &sc);
-    lap(&sw);
-    for (k = 0; k < p->num_steps; k++) {
-        if (student_step(p, k, mem, res, &sc) != 0) return fail(p, frame, mem, res, TK_FRAME_MODEL_FAILED);
-        lap(&sw);
+    if (p->multi_person && res->people > p->max_faces) { /* more heads than the device replaces: fail closed */
+        lap(&sw, 2);
+        return fail(p, frame, mem, res, TK_FRAME_TOO_MANY_FACES);
     }
-    paste(p, frame, mem->model_out, res);
+    for (i = 0; i < res->faces; i++) {
+        if (!head_plausible(&res->face[i])) { /* no nose, no eye, or keypoints that cannot be one head */
+            lap(&sw, 2);
+            return fail(p, frame, mem, res, TK_FRAME_NO_FACE);
+        }
+    }
+    for (i = 0; i < res->faces; i++) face_and_crop_box(&res->face[i]);
+    lap(&sw, 2);
+    layout_scratch(p, mem->scratch, &sc);
+    for (i = 0; i < res->faces; i++) { /* each face on the frame as the faces before it left it */
+        prepare_crop(p, frame, seed + i, &res->face[i], &sc);
+        lap(&sw, st_crop);
+        for (k = 0; k < p->num_steps; k++) {
+            if (student_step(p, k, mem, &res->face[i], &sc) != 0) return fail(p, frame, mem, res, TK_FRAME_MODEL_FAILED);
+            lap(&sw, 4 + k);
+        }
+        paste(p, frame, mem->model_out, &res->face[i]);
+        lap(&sw, st_paste);
+    }
     scrub(p, mem);
-    lap(&sw);
+    lap(&sw, st_paste);
+    if (p->verify) {
+        if (run_pose(p, frame, mem) != 0) return fail(p, frame, mem, res, TK_FRAME_MODEL_FAILED);
+        res->verify_left = noses_left(p, mem->model_out, res);
+        scrub(p, mem);
+        lap(&sw, st_verify);
+        if (res->verify_left) return fail(p, frame, mem, res, TK_FRAME_VERIFY_FAILED);
+    }
+    lap(&sw, st_verify);
     res->status = TK_FRAME_OK;
     return TK_FRAME_OK;
 }

@@ -1,7 +1,8 @@
 /* On-device anonymization of a camera frame ("anonymize at the sensor"):
  *
- *   frame (H x W x 3 uint8 RGB) -> pose model -> 7 keypoints -> face box -> crop to the student's S x S
- *   -> student steps (noise from a seeded PRNG) -> paste back into the face box -> frame.
+ *   frame (H x W x 3 uint8 RGB) -> pose model -> 7 keypoints per person -> for every person: face box ->
+ *   crop to the student's S x S -> student steps (noise from a seeded PRNG) -> paste back into the face box
+ *   -> verify: the pose model again on the output, no nose outside the replaced boxes -> frame.
  *
  * Integer arithmetic only. The host reference `toolkit/onboard/reference.py` defines every step; every
  * constant that needs floats (LUTs, multipliers, coefficients) is computed on the host and emitted as C data
@@ -9,7 +10,8 @@
  * docs/firmware.md ("On-device pipeline") gives the arithmetic in full. Change both or neither.
  *
  * Fail closed: when no face is found (the head gate: nose and an eye visible, every visible eye / ear /
- * shoulder within 1 / 1.5 / 4 head scales of the nose) or anything fails, the frame buffer is zeroed. The
+ * shoulder within 1 / 1.5 / 4 head scales of the nose), a person fails the gate, there are more people than
+ * max_faces, the verify pass sees a face left, or anything fails, the frame buffer is zeroed. The
  * copies of raw pixels it makes (the pose input, the crop) are zeroed before it returns, in every case. */
 #ifndef TK_FRAME_H
 #define TK_FRAME_H
@@ -24,13 +26,20 @@ extern "C" {
 
 #define TK_FRAME_KEYPOINTS 7
 #define TK_FRAME_MAX_STEPS 8
-/* Stages timed by tk_frame_anonymize, in this order: preprocess, pose, decode (+ face box), crop (+ maps,
- * noise), one per student step (input build + invoke + update), paste (+ scrubbing the raw copies). */
-#define TK_FRAME_MAX_STAGES (5 + TK_FRAME_MAX_STEPS)
+/* Faces replaced per frame at most (toolkit.sensor.config.MAX_FACES): more people -> fail closed. */
+#define TK_FRAME_MAX_FACES 4
+/* Multi-person pose output: head centre, 7 visibilities, 14 offsets per cell (toolkit.pose.multi). */
+#define TK_FRAME_MULTI_CHANNELS 22
+/* Stages timed by tk_frame_anonymize, in this order: preprocess, pose, decode (+ face boxes), crop (+ maps,
+ * noise), one per student step (input build + invoke + update), paste (+ scrubbing the raw copies), verify
+ * (the pose net again on the output). crop, steps and paste add up over the faces of the frame. */
+#define TK_FRAME_MAX_STAGES (6 + TK_FRAME_MAX_STEPS)
 
 enum {
     TK_FRAME_OK = 0,
-    TK_FRAME_NO_FACE = 1,      /* head gate refused (no nose/eye, implausible head): frame wiped */
+    TK_FRAME_NO_FACE = 1,      /* no person, or the head gate refused one (no nose/eye, implausible head) */
+    TK_FRAME_TOO_MANY_FACES = 2, /* more people than max_faces: frame wiped */
+    TK_FRAME_VERIFY_FAILED = 3,  /* the pose net still finds a nose outside the replaced boxes: frame wiped */
     TK_FRAME_BAD_CONFIG = -1,  /* shapes of the models do not fit the pipeline */
     TK_FRAME_MODEL_FAILED = -2 /* a network's invoke returned nonzero: frame wiped */
 };
@@ -58,6 +67,11 @@ typedef struct {
     const uint16_t *gauss_q15;      /* exp(-d^2 / (2 sigma^2)) in Q15, d = index / 16 crop px */
     uint32_t gauss_len;
     const uint8_t *out_pixel_lut;   /* [256] last step's int8 output -> uint8 pixel */
+    int32_t multi_person;           /* 0: 7 heatmaps, one person; 1: centres + offsets, up to max_faces */
+    int32_t center_min;             /* multi: head centre when value - zero point >= center_min */
+    const int32_t *offset_q8;       /* multi: [256] int8 offset (index q + 128) -> Q8 px */
+    uint32_t max_faces;             /* multi: 1..TK_FRAME_MAX_FACES */
+    int32_t verify;                 /* nonzero: pose net again on the output, no nose outside the boxes */
 } tk_pipeline_t;
 
 /* Buffers the caller provides (16-byte aligned): the models share one arena, one input and one output
@@ -70,12 +84,19 @@ typedef struct {
 } tk_frame_mem_t;
 
 typedef struct {
-    int32_t status;                              /* TK_FRAME_* */
     int32_t kp_q8[TK_FRAME_KEYPOINTS][2];        /* keypoints, frame px * 256 */
     int8_t peak[TK_FRAME_KEYPOINTS];
     uint8_t visible[TK_FRAME_KEYPOINTS];
     int32_t box[4];                              /* face box x0, y0, x1, y1 (x1/y1 exclusive) */
     int32_t crop[3];                             /* crop box x0, y0, side */
+} tk_frame_face_t;
+
+typedef struct {
+    int32_t status;                              /* TK_FRAME_* */
+    uint32_t people;                             /* people the pose net found (may exceed the faces kept) */
+    uint32_t faces;                              /* entries of face[] filled (keypoints; boxes when OK) */
+    tk_frame_face_t face[TK_FRAME_MAX_FACES];
+    uint32_t verify_left;                        /* noses found on the output outside every box */
     uint32_t stages;                             /* entries of ticks[] filled */
     uint64_t ticks[TK_FRAME_MAX_STAGES];
 } tk_frame_result_t;

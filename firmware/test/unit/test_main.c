@@ -416,7 +416,7 @@ static void test_pipeline_commands(void) {
     CHECK(tk_frame_check(tk_pipeline) == 0);
     r = send("pipeline");
     CHECK(one_line(r) && starts(r, "ok pipeline pose=tiny_pose steps=tiny_step,tiny_step h=16 w=16 size=8"));
-    CHECK(has(r, " frame=768 ") && has(r, " stages=preprocess,pose,decode,crop,step0,step1,paste"));
+    CHECK(has(r, " frame=768 ") && has(r, " stages=preprocess,pose,decode,crop,step0,step1,paste,verify"));
     r = send("frame_out");
     CHECK(starts(r, "err no_output"));
     r = send("anonymize 1");
@@ -433,10 +433,10 @@ static void test_pipeline_commands(void) {
     r = send("frame_out");
     CHECK(starts(r, "err no_output")); /* a raw frame is never sent back */
     r = send("anonymize 5");
-    CHECK(one_line(r) && starts(r, "ok anonymize status=ok seed=5 box="));
+    CHECK(one_line(r) && starts(r, "ok anonymize status=ok seed=5 faces=1 box="));
     CHECK(has(r, " vis=1111111 ") && has(r, " crc="));
     field(r, "ticks", v, sizeof v);
-    CHECK(count_char(v, ',') == 6);
+    CHECK(count_char(v, ',') == 7); /* 8 stages: ..., paste, verify (0 ticks when off) */
     field(r, "crc", crc1, sizeof crc1);
     field(r, "box", v, sizeof v);
     {
