@@ -10,13 +10,16 @@ SENSOR_POSE_QAT_STEPS = 10
 @pytest.fixture(scope="session")
 def quantized_pose_run(tmp_path_factory, tiny_pose_run):
     """`tiny_pose_run` quantized by the `toolkit quantize` CLI (a "quantized" artifact, model_kind "pose")."""
+    return _quantize_pose(tiny_pose_run, tmp_path_factory.mktemp("pose_q") / "tiny-pose-q")
+
+
+def _quantize_pose(run, out):
     from toolkit.cli import main
 
-    out = tmp_path_factory.mktemp("pose_q") / "tiny-pose-q"
-    rc = main(["--debug", "quantize", "--model", str(tiny_pose_run), "--target", SENSOR_POSE_TARGET, "--out", str(out),
+    rc = main(["--debug", "quantize", "--model", str(run), "--target", SENSOR_POSE_TARGET, "--out", str(out),
                "--qat-steps", str(SENSOR_POSE_QAT_STEPS), "--calib", "16", "--eval", "4", "--threads", "1",
                "--no-tflite", "--no-progress"])
-    assert rc == 0, "toolkit quantize failed on the tiny pose run"
+    assert rc == 0, f"toolkit quantize failed on {run}"
     return out
 
 
@@ -58,18 +61,12 @@ def sensor_teacher_frames(sample_photos):
 @pytest.fixture(scope="session")
 def quantized_multi_pose_run(tmp_path_factory, pose_photos, pose_people):
     """A `multi_tiny` (multi-person) pose run trained on the blurred training photos, quantized by the CLI."""
-    from toolkit.cli import main
     from toolkit.pose.train import TrainSettings, train_pose
 
     run = tmp_path_factory.mktemp("mpose") / "multi-tiny"
     train_pose(pose_photos["train"], run, method="blur", people=pose_people, progress=False,
                settings=TrainSettings(steps=400, preset="multi_tiny", seed=0, threads=1))
-    out = run.parent / "multi-tiny-q"
-    rc = main(["--debug", "quantize", "--model", str(run), "--target", SENSOR_POSE_TARGET, "--out", str(out),
-               "--qat-steps", str(SENSOR_POSE_QAT_STEPS), "--calib", "16", "--eval", "4", "--threads", "1",
-               "--no-tflite", "--no-progress"])
-    assert rc == 0, "toolkit quantize failed on the multi-person pose run"
-    return out
+    return _quantize_pose(run, run.parent / "multi-tiny-q")
 
 
 @pytest.fixture(scope="session")
