@@ -46,7 +46,7 @@ def comparable(report: dict) -> dict:
 
 def outputs(out: Path) -> dict:
     """Output file -> sha256 (a digest, so a failing comparison prints short)."""
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(out.rglob("*"))
+    return {p.relative_to(out): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(out.rglob("*"))
             if p.is_file() and p.name != "anonymize_report.json" and JOURNAL_DIR not in p.parts}
 
 
