@@ -1,6 +1,7 @@
 """The benchmark firmware: unit tests on the host and under QEMU, protocol robustness against the built
 program, the fuzz harness, the STM32H743 bare-metal image, and the reproducible model registry."""
 
+import bisect
 import json
 import re
 import shutil
@@ -174,15 +175,25 @@ def _call_graph(elf) -> dict:
     """{function: {functions it calls or tail-calls}} from the disassembly of `elf`."""
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", "--no-show-raw-insn", str(elf)], capture_output=True,
                          text=True, check=True).stdout
-    calls, fn = {}, None
+    starts, branches, fn = [], [], None
     for line in dis.splitlines():
-        m = re.match(r"^[0-9a-f]+ <([^>]+)>:$", line)
+        m = re.match(r"^([0-9a-f]+) <([^>]+)>:$", line)
         if m:
-            fn = calls.setdefault(m.group(1), set())
+            fn = m.group(2)
+            starts.append((int(m.group(1), 16), fn))
             continue
-        m = re.search(r"\s(?:bl|blx|b|b\.w|b\.n)\s+[0-9a-f]+ <([^+>]+)", line)
+        m = re.search(r"\s(?:bl|blx|b|b\.w|b\.n)\s+([0-9a-f]+) <", line)
         if m and fn is not None:
-            fn.add(m.group(1))
+            branches.append((fn, int(m.group(1), 16)))
+    # A target is named by the function whose code holds its address, not by objdump's label: an absolute
+    # linker symbol (STACK_SIZE = 0x8000) can share the address of a branch inside a kernel.
+    starts.sort()
+    addresses = [a for a, _ in starts]
+    calls = {f: set() for _, f in starts}
+    for fn, target in branches:
+        k = bisect.bisect_right(addresses, target) - 1
+        callee = starts[k][1] if k >= 0 else f"0x{target:x}"
+        calls[fn].add(callee)
     return {f: callees - {f} for f, callees in calls.items()}
 
 
