@@ -211,7 +211,7 @@ def build_dataset(
         raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     variants = int(variants)
     if variants < 1 or (variants > 1 and backgrounds is None):
-        raise ValueError(f"--variants must be 1, or >= 1 with --backgrounds; got {variants}")
+        raise ValueError(f"--variants must be at least 1, and above 1 only with --backgrounds; got {variants}")
     out = Path(out)
     if isinstance(images, (str, Path)):
         images_dir = Path(images)
@@ -296,6 +296,7 @@ def _build_into(tmp, out, replace, files, rel, detector, size, val_fraction, see
                 outside.append({"file": name, "person": j, "inside": meta["valid_fraction"]})
                 continue
             meta.update(source=name, person=j, source_size=[int(image.shape[1]), int(image.shape[0])])
+            valid = crop_and_resize(image, meta["crop_box"], size)[1] if scenes is not None else None
             for v in range(variants):
                 variant, info = crop, dict(meta)
                 if scenes is not None:
@@ -303,7 +304,6 @@ def _build_into(tmp, out, replace, files, rel, detector, size, val_fraction, see
                     key = int.from_bytes(hashlib.sha256(f"{seed}:{name}:{j}:{v}".encode()).digest()[:8], "little")
                     rng = np.random.default_rng(key)
                     b = int(rng.integers(len(scenes[0])))
-                    _, valid = crop_and_resize(image, meta["crop_box"], size)
                     variant = on_background(crop, valid, box, scenes[0][b], rng)
                     info.update(background=scenes[1][b], variant=v)
                 Image.fromarray(variant).save(pool / f"{len(faces)}.png")
