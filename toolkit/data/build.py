@@ -74,7 +74,8 @@ def _split_photos(names: list[str], val_fraction: float, seed: int) -> set[str]:
     return set(ranked[:n_val])
 
 
-def _face_record(image, person, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def _face_record(image, person, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    """crop, keypoints, face box, valid-pixel mask (True = inside the photo) and metadata of one face."""
     # Frame on the whole face (the detector clips face_box to the image), exactly as anonymize does.
     whole = getattr(person, "face_box_unclipped", None)
     face_box = [float(v) for v in (person.face_box if whole is None else whole)]
@@ -92,7 +93,7 @@ def _face_record(image, person, size: int) -> tuple[np.ndarray, np.ndarray, np.n
         "detector_visible": [bool(v) for v in np.asarray(person.visible).ravel()],
         "valid_fraction": round(float(valid.mean()), 4),
     }
-    return crop, kp, box, meta
+    return crop, kp, box, valid, meta
 
 
 def load_backgrounds(folder, detector) -> tuple[list[np.ndarray], list[str], list[dict]]:
@@ -288,7 +289,7 @@ def _build_into(tmp, out, replace, files, rel, detector, size, val_fraction, see
                 small_faces.append({"file": name, "person": j, "face_px": round(side, 1)})
                 continue
             try:
-                crop, kp, box, meta = _face_record(image, person, size)
+                crop, kp, box, valid, meta = _face_record(image, person, size)
             except ValueError as exc:  # degenerate detection (e.g. box off the image)
                 bad_faces.append({"file": name, "person": j, "error": str(exc)})
                 continue
@@ -296,7 +297,6 @@ def _build_into(tmp, out, replace, files, rel, detector, size, val_fraction, see
                 outside.append({"file": name, "person": j, "inside": meta["valid_fraction"]})
                 continue
             meta.update(source=name, person=j, source_size=[int(image.shape[1]), int(image.shape[0])])
-            valid = crop_and_resize(image, meta["crop_box"], size)[1] if scenes is not None else None
             for v in range(variants):
                 variant, info = crop, dict(meta)
                 if scenes is not None:
