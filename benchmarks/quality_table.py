@@ -41,7 +41,7 @@ def main() -> int:
     import torch
 
     from toolkit.eval.evaluate import BASELINE_METHODS, evaluate, method_specs
-    from toolkit.eval.report import kid_overlap_note, markdown_table
+    from toolkit.eval.report import summary_notes, markdown_table
     from toolkit.images import list_images
 
     if args.threads:
@@ -72,7 +72,7 @@ def main() -> int:
     print(f"## Anonymization quality ({len(paths)} photos, {sum(s['faces'] for s in summary.values())} "
           f"method-faces, {seconds:.0f} s, {torch.get_num_threads()} torch thread(s))\n")
     print(markdown_table(summary))
-    print(kid_overlap_note(summary))
+    print(summary_notes(summary))
     for e in errors:
         print(f"\nproblem: {e}", file=sys.stderr)
     if args.json:

@@ -205,6 +205,40 @@ def test_baseline_changes_face_box_only(method, astronaut_rgb, astronaut_persons
         assert detail(face_out) < 0.6 * detail(face_in)
 
 
+def test_head_seen_from_behind_is_blurred_not_given_a_face(assets, astronaut_rgb, astronaut_persons):
+    """A generator of faces would paint one on the back of a head and turn the person round; such heads
+    (left/right pairs in back-view order) are blurred instead, unless --facing-away generate."""
+    from toolkit import assets as asset_cache
+    from toolkit.anonymize.baselines import blur_box
+    from toolkit.detect import detect
+    from toolkit.keypoints import faces_away
+
+    front = astronaut_persons[0]
+    assert not faces_away(front.keypoints, front.visible)
+    assert not faces_away(front.keypoints[[0, 2, 1, 4, 3, 6, 5]] * [-1, 1], front.visible)  # a mirrored front
+    assert faces_away(front.keypoints * [-1, 1], front.visible)  # the same points, seen from behind
+    side = np.array(front.keypoints)
+    side[[3, 4], 0] = side[[4, 3], 0]  # the ears disagree with the eyes and shoulders: not a back view
+    assert not faces_away(side * [-1, 1], front.visible)
+
+    image = load_rgb(asset_cache.sample_photo("vtest_400"))  # pedestrians, one walking away from the camera
+    persons = detect(image)
+    away = [faces_away(p.keypoints, p.visible) for p in persons]
+    assert any(away) and not all(away)
+    out, faces = anonymize_image(image, method="ddpm", inpainter=FlatInpainter(), persons=persons)
+    for person, face, behind in zip(persons, faces, away):
+        assert face["status"] == "anonymized" and face["method"] == ("blur" if behind else "ddpm")
+        x0, y0, x1, y1 = box_pixels(person.face_box, image.shape)
+        if behind:
+            assert "faces away" in face["reason"]
+            assert np.array_equal(out[y0:y1, x0:x1], blur_box(image.copy(), person.face_box)[y0:y1, x0:x1])
+    _, faces = anonymize_image(image, method="ddpm", inpainter=FlatInpainter(), persons=persons,
+                               facing_away="generate")
+    assert all(f["method"] == "ddpm" for f in faces)
+    with pytest.raises(ValueError, match="facing-away"):
+        Options(facing_away="mask")
+
+
 def test_blur_sigma_is_configurable(astronaut_rgb, astronaut_persons):
     weak, _ = anonymize_image(astronaut_rgb, method="blur", persons=astronaut_persons, blur_sigma=1.0)
     strong, _ = anonymize_image(astronaut_rgb, method="blur", persons=astronaut_persons, blur_sigma=12.0)

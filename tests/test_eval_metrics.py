@@ -90,17 +90,20 @@ def test_kid_is_the_unbiased_mmd_and_fid_is_not():
         metrics.kernel_inception_distance(a, b[:10])
 
 
-def test_report_says_which_kid_intervals_overlap():
-    from toolkit.eval.report import kid_overlap_note, markdown_table
+def test_report_notes_overlapping_kid_and_faces_not_generated():
+    from toolkit.eval.report import markdown_table, summary_notes
 
     summary = {"ddpm": {"faces": 35, "kid_faces": 0.010, "kid_faces_ci": [0.004, 0.018]},
                "blur": {"faces": 35, "kid_faces": 0.015, "kid_faces_ci": [0.012, 0.030]},
                "mask": {"faces": 35, "kid_faces": 0.200, "kid_faces_ci": [0.150, 0.260]}}
-    assert kid_overlap_note(summary) == ("KID intervals overlap, so these faces do not tell the methods apart: "
-                                         "ddpm / blur.")
+    assert summary_notes(summary) == ("KID intervals overlap, so these faces do not tell the methods apart: "
+                                      "ddpm / blur.")
     assert "| 10.0 [4.0, 18.0] |" in markdown_table(summary)
     summary["blur"]["kid_faces_ci"] = [0.02, 0.03]
-    assert kid_overlap_note(summary) == "KID: no two methods' 95% intervals overlap."
+    assert summary_notes(summary) == "KID: no two methods' 95% intervals overlap."
+    summary["ddpm"]["replaced_by"] = {"ddpm": 25, "blur": 10}
+    summary["blur"]["replaced_by"] = {"blur": 35}
+    assert summary_notes(summary).startswith("ddpm: of 35 faces, 10 blur (heads seen from behind")
 
 
 def test_low_rank_frechet_distance_matches_scipy_sqrtm():

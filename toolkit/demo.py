@@ -299,11 +299,11 @@ def _write_summary(out: Path, timings: dict, threads: int, size: str):
                   f"| {r['pck@0.2']:.3f} | {r['pck@0.1']:.3f} | {r['oks']:.3f} | {r['mean_error']:.3f} |"]
     evaluation = out / "eval" / "eval.json"
     if evaluation.exists():
-        from toolkit.eval.report import kid_overlap_note, markdown_table
+        from toolkit.eval.report import summary_notes, markdown_table
 
         summary = json.loads(evaluation.read_text())["summary"]
         lines += ["", "## Evaluation (details, grids and plots: eval/report.html)", "", markdown_table(summary),
-                  "", kid_overlap_note(summary)]
+                  "", summary_notes(summary)]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 

@@ -41,3 +41,22 @@ def visibility(points: np.ndarray, width: float = 1.0, height: float = 1.0) -> n
     points = np.asarray(points)
     x, y = points[..., 0], points[..., 1]
     return np.isfinite(x) & np.isfinite(y) & (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
+
+
+# Left/right pairs whose image order tells which way a person faces: eyes, ears, shoulders.
+LEFT_RIGHT_PAIRS = ((1, 2), (3, 4), (5, 6))
+
+
+def faces_away(points: np.ndarray, visible=None) -> bool:
+    """True when the person turns their back to the camera: on at least two visible left/right pairs, and on
+    every one of them, the person's left point lies on the image's left (frontal: on the image's right).
+
+    A pose detector still places eyes on the back of a head; only the order of the pairs says where the
+    face is. A side view (pairs that disagree) is not "away".
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(NUM_KEYPOINTS, -1)
+    visible = np.ones(NUM_KEYPOINTS, bool) if visible is None else np.asarray(visible, bool).reshape(-1)
+    signs = [np.sign(points[l, 0] - points[r, 0]) for l, r in LEFT_RIGHT_PAIRS
+             if visible[l] and visible[r] and np.isfinite(points[[l, r], 0]).all()]
+    signs = [s for s in signs if s != 0]
+    return len(signs) >= 2 and all(s < 0 for s in signs)

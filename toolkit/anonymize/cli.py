@@ -7,7 +7,7 @@ import sys
 
 from toolkit.anonymize.baselines import DEFAULT_PIXEL_BLOCKS
 from toolkit.anonymize.media import REPORT_NAME
-from toolkit.anonymize.pipeline import DEFAULT_FEATHER, DEFAULT_PRIOR_STRENGTH, METHODS, ON_MISS, Options
+from toolkit.anonymize.pipeline import DEFAULT_FEATHER, DEFAULT_PRIOR_STRENGTH, FACING_AWAY, METHODS, ON_MISS, Options
 
 DESCRIPTION = """\
 Detect every person, cut an FDF-framed crop around each face, generate a new face there with a trained
@@ -82,6 +82,10 @@ def register(subparsers) -> None:
     g.add_argument("--on-miss", choices=ON_MISS, default="refuse",
                    help="a face that could not be replaced: refuse = do not write the image (default); "
                         "mask = write it with that face masked")
+    g.add_argument("--facing-away", choices=FACING_AWAY, default="blur",
+                   help="--method ddpm, a head seen from behind (its left/right keypoint pairs in back-view "
+                        "order): blur = blur its box, since the model only generates faces and would turn the "
+                        "person round (default); generate = replace it like any face")
     g.add_argument("--require-face", action="store_true",
                    help="refuse images (and videos with a frame) where no face is detected, instead of "
                         "writing them unchanged")
@@ -135,7 +139,8 @@ def run(args) -> int:
                                   ("rg_weight", args.rg_weight), ("scheduler", args.scheduler)) if v is not None}
     opts = Options(method=args.method, seed=args.seed, batch_size=args.batch_size, on_miss=args.on_miss,
                    feather=args.feather, blur_sigma=args.blur_sigma, pixel_blocks=args.pixel_blocks,
-                   mask_color=tuple(args.mask_color), prior_strength=args.prior_strength, sampling=sampling)
+                   mask_color=tuple(args.mask_color), prior_strength=args.prior_strength,
+                   facing_away=args.facing_away, sampling=sampling)
     if args.blur_sigma is not None and not args.blur_sigma > 0:
         raise ValueError(f"--blur-sigma must be positive, got {args.blur_sigma}")
     # Under torchrun / accelerate launch: this process's share of the inputs and its own device.

@@ -27,9 +27,14 @@ from toolkit.anonymize.baselines import (
 )
 from toolkit.crop import crop_and_resize, expanded_crop_box, face_box_in_crop, face_mask, to_crop_coords
 from toolkit.diffusion.prior import DEFAULT_STRENGTH as DEFAULT_PRIOR_STRENGTH
+from toolkit.keypoints import faces_away
 
 METHODS = ("ddpm",) + BASELINES
 ON_MISS = ("refuse", "mask")
+# A head seen from behind (toolkit.keypoints.faces_away) has no face to generate: the face model only knows
+# frontal and side views and would paint a face on it, turning the person round for any pose model trained
+# on the result. "blur" blurs its box instead (no face, the head's outline kept); "generate" replaces it too.
+FACING_AWAY = ("blur", "generate")
 # Feather width (outside the face box) as a fraction of the face box's longer side.
 DEFAULT_FEATHER = 0.2
 
@@ -55,6 +60,7 @@ class Options:
     pixel_blocks: int = DEFAULT_PIXEL_BLOCKS
     mask_color: tuple = DEFAULT_MASK_COLOR
     prior_strength: float = DEFAULT_PRIOR_STRENGTH  # SDEdit start from the model's face prior; 1 = pure noise
+    facing_away: str = "blur"
     sampling: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -62,6 +68,8 @@ class Options:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.on_miss not in ON_MISS:
             raise ValueError(f"unknown --on-miss policy {self.on_miss!r}; choose one of {', '.join(ON_MISS)}")
+        if self.facing_away not in FACING_AWAY:
+            raise ValueError(f"unknown --facing-away policy {self.facing_away!r}; choose one of {', '.join(FACING_AWAY)}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if not (0.0 < float(self.prior_strength) <= 1.0):
@@ -292,6 +300,26 @@ def _run_inpainter(inpainter, jobs: list[dict], opts: Options, progress=None) ->
             progress.update(len(chunk))
 
 
+def _is_facing_away(person) -> bool:
+    kps = _field(person, "keypoints")
+    return kps is not None and faces_away(kps, _field(person, "visible"))
+
+
+def _baseline_face(img: np.ndarray, person, face: dict, method: str, opts: Options) -> None:
+    """Blur, pixelate or mask one face's box in place and record it in `face`."""
+    t0 = time.perf_counter()
+    try:
+        box = _field(person, "face_box")
+        if box is None:
+            raise ValueError("no face box")
+        apply_baseline(img, box, method, blur_sigma=opts.blur_sigma, pixel_blocks=opts.pixel_blocks,
+                       mask_color=opts.mask_color)
+        face["status"], face["method"] = "anonymized", method
+    except (ValueError, TypeError) as exc:
+        face["status"], face["reason"] = "failed", f"face box degenerate: {exc}"
+    face["time_s"] = time.perf_counter() - t0
+
+
 def anonymize_batch(images: list[np.ndarray], persons: list[list], opts: Options, inpainter=None,
                     progress=None, seeds: list[list[int]] | None = None) -> list[ImageResult]:
     """Replace the faces of several images at once (faces of all images share the generation batches).
@@ -310,9 +338,12 @@ def anonymize_batch(images: list[np.ndarray], persons: list[list], opts: Options
     pastes: list[list[dict]] = [[] for _ in images]
 
     if opts.method == "ddpm":
-        jobs = []
+        jobs, away = [], []
         for i, (img, ps) in enumerate(zip(works, persons)):
             for k, person in enumerate(ps):
+                if opts.facing_away == "blur" and _is_facing_away(person):
+                    away.append((i, k))
+                    continue
                 try:
                     job = _prepare_face(img, person, int(inpainter.resolution))
                 except ValueError as exc:
@@ -339,20 +370,17 @@ def anonymize_batch(images: list[np.ndarray], persons: list[list], opts: Options
                     for job in pastes[i]:
                         k = job["where"][1]
                         faces[i][k]["status"], faces[i][k]["reason"] = "failed", f"paste failed: {exc}"
+        # After the pastes: a generated crop's blend region may reach a neighbour's head and would undo its blur.
+        for i, k in away:
+            _baseline_face(works[i], persons[i][k], faces[i][k], "blur", opts)
+            if faces[i][k]["status"] == "anonymized":
+                faces[i][k]["reason"] = "faces away from the camera: blurred, no face generated"
+        if progress is not None and away:
+            progress.update(len(away))
     else:
         for i, (img, ps) in enumerate(zip(works, persons)):
             for k, person in enumerate(ps):
-                t0 = time.perf_counter()
-                try:
-                    box = _field(person, "face_box")
-                    if box is None:
-                        raise ValueError("no face box")
-                    apply_baseline(img, box, opts.method, blur_sigma=opts.blur_sigma,
-                                   pixel_blocks=opts.pixel_blocks, mask_color=opts.mask_color)
-                    faces[i][k]["status"], faces[i][k]["method"] = "anonymized", opts.method
-                except (ValueError, TypeError) as exc:
-                    faces[i][k]["status"], faces[i][k]["reason"] = "failed", f"face box degenerate: {exc}"
-                faces[i][k]["time_s"] = time.perf_counter() - t0
+                _baseline_face(img, person, faces[i][k], opts.method, opts)
             if progress is not None:
                 progress.update(len(ps))
 
@@ -381,7 +409,8 @@ def anonymize_batch(images: list[np.ndarray], persons: list[list], opts: Options
 def anonymize_image(image_uint8, *, method: str = "ddpm", inpainter=None, seed: int = 0, persons=None,
                     detector=None, on_miss: str = "refuse", batch_size: int = 16, feather: float = DEFAULT_FEATHER,
                     blur_sigma: float | None = None, pixel_blocks: int = DEFAULT_PIXEL_BLOCKS,
-                    mask_color=DEFAULT_MASK_COLOR, prior_strength: float = DEFAULT_PRIOR_STRENGTH, **sampling):
+                    mask_color=DEFAULT_MASK_COLOR, prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+                    facing_away: str = "blur", **sampling):
     """Replace every face of one HxWx3 uint8 RGB image; returns (anonymized copy, faces report).
 
     persons: detections to use (default: run `detector`, default `toolkit.detect.detect`).
@@ -397,7 +426,8 @@ def anonymize_image(image_uint8, *, method: str = "ddpm", inpainter=None, seed: 
         persons = _detect(image, detector)
     opts = Options(method=method, seed=seed, batch_size=batch_size, on_miss=on_miss, feather=feather,
                    blur_sigma=blur_sigma, pixel_blocks=pixel_blocks, mask_color=tuple(mask_color),
-                   prior_strength=prior_strength, sampling={k: v for k, v in sampling.items() if v is not None})
+                   prior_strength=prior_strength, facing_away=facing_away,
+                   sampling={k: v for k, v in sampling.items() if v is not None})
     (result,) = anonymize_batch([image], [list(persons)], opts, inpainter)
     if result.image is None:
         raise FaceNotAnonymizedError(f"face(s) could not be anonymized: {result.reason}", result.faces)

@@ -34,7 +34,7 @@ def register(sub):
 
 def run(args) -> int:
     from toolkit.eval.evaluate import evaluate, method_specs
-    from toolkit.eval.report import kid_overlap_note, markdown_table, write_report
+    from toolkit.eval.report import summary_notes, markdown_table, write_report
     from toolkit.images import list_images
 
     if not args.images.exists():
@@ -53,7 +53,7 @@ def run(args) -> int:
                 "teacher": args.teacher, "student": args.student, "quantized": args.quantized}
     write_report(args.out, rows, summary, samples, errors, settings)
     print(markdown_table(summary))
-    if note := kid_overlap_note(summary):
+    if note := summary_notes(summary):
         print(note)
     print(f"report: {args.out / 'report.html'}")
     for e in errors:

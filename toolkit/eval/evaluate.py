@@ -9,6 +9,7 @@ and KID (with a bootstrap interval) and FID between original and anonymized face
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -160,6 +161,7 @@ def evaluate(image_paths, specs, *, seed=0, fid=True, progress=True):
                     "keypoint_error": float("nan") if match is None else metrics.keypoint_error(
                         person.keypoints, person.visible, match.keypoints, match.visible, box),
                     "face_redetected": match is not None,
+                    "replaced_by": face.get("method"),  # a generator's row can hold blurred faces (facing away)
                     **quality,
                     "time_per_face_s": face.get("time_s") if face.get("time_s") is not None
                     else elapsed / max(len(persons), 1),
@@ -217,5 +219,6 @@ def summarize(rows, method_names):
             "ssim_outside_mean": mean("ssim_outside"),
             "psnr_outside_mean": mean("psnr_outside"),
             "time_per_face_s": mean("time_per_face_s"),
+            "replaced_by": dict(Counter(r.get("replaced_by") for r in mine if r.get("replaced_by"))),
         }
     return summary

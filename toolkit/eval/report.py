@@ -58,18 +58,25 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def kid_overlap_note(summary: dict) -> str:
-    """Which methods' KID intervals overlap (the faces do not tell them apart), or that none do."""
+def summary_notes(summary: dict) -> str:
+    """What the table alone does not say: faces a generator did not generate (heads seen from behind are
+    blurred, `--facing-away`), and which methods' KID intervals overlap (the faces do not tell them apart)."""
+    notes = []
+    for name, f in summary.items():
+        other = {m: n for m, n in (f.get("replaced_by") or {}).items() if m != "ddpm"}
+        if f.get("replaced_by", {}).get("ddpm") and other:
+            notes.append(f"{name}: of {f['faces']} faces, " + ", ".join(f"{n} {m}" for m, n in other.items())
+                         + " (heads seen from behind: no face to generate; `--facing-away`).")
     ci = {name: f["kid_faces_ci"] for name, f in summary.items() if f.get("kid_faces_ci")}
-    if not ci:
-        return ""
     names = list(ci)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
              if ci[a][0] <= ci[b][1] and ci[b][0] <= ci[a][1]]
-    if not pairs:
-        return "KID: no two methods' 95% intervals overlap."
-    return ("KID intervals overlap, so these faces do not tell the methods apart: "
-            + ", ".join(f"{a} / {b}" for a, b in pairs) + ".")
+    if ci and not pairs:
+        notes.append("KID: no two methods' 95% intervals overlap.")
+    elif pairs:
+        notes.append("KID intervals overlap, so these faces do not tell the methods apart: "
+                     + ", ".join(f"{a} / {b}" for a, b in pairs) + ".")
+    return " ".join(notes)
 
 
 def _grid(sample, methods, size=192):
@@ -140,7 +147,7 @@ def write_report(out_dir, rows, summary, samples, errors, settings) -> dict:
            "and pixelate leave faces of a few pixels nearly untouched, so all-face figures favour them); "
            "SSIM/PSNR over pixels outside the expanded face box; KID (unbiased, x10³, 95% bootstrap interval "
            "over faces) and FID (biased upward at few faces: compare methods at the same n, not absolute "
-           "values) between the original and the anonymized face crops."), "", kid_overlap_note(summary), ""]
+           "values) between the original and the anonymized face crops."), "", summary_notes(summary), ""]
     md += [f"![{p}]({p})" for p in plots] + [""]
     md += ["## Images (original | " + " | ".join(methods) + ")", ""]
     md += [f"![{html.escape(src)}]({name})" for src, name in grids]
@@ -154,7 +161,7 @@ def write_report(out_dir, rows, summary, samples, errors, settings) -> dict:
     for method, figures in summary.items():
         body.append(f"<tr><td>{html.escape(method)}</td>" + "".join(
             f"<td>{html.escape(_cell(figures, k, p))}</td>" for k, _, p in COLUMNS) + "</tr>")
-    body.append(f"</table><p>{html.escape(kid_overlap_note(summary))}</p>")
+    body.append(f"</table><p>{html.escape(summary_notes(summary))}</p>")
     body += [f'<img src="{p}">' for p in plots]
     body.append("<h2>Images: original | " + html.escape(" | ".join(methods)) + "</h2>")
     body += [f'<p>{html.escape(src)}<br><img src="{name}"></p>' for src, name in grids]
