@@ -62,55 +62,34 @@ COCO_UNLABELLED_NEAR = (641.0, 278.0)
 # obama.jpg: left shoulder marked v=1 (labelled but occluded: still a label)
 
 
-def coco_person(person, ann_id: int, image_id: int, width: int, height: int) -> dict:
-    """One COCO person annotation from a teacher detection: 17 keypoints (7 labelled where the teacher saw
-    them, v=2), a bbox around the head and shoulders and the torso below, its area."""
-    import numpy as np
-
-    kp = np.zeros((17, 3))
-    kp[:7, :2] = np.where(person.visible[:, None], person.keypoints, 0.0)
-    kp[:7, 2] = np.where(person.visible, 2, 0)
-    pts = np.vstack([person.keypoints[person.visible], person.face_box.reshape(2, 2)])
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    pad = 0.25 * (hi - lo).max()
-    x0, y0 = max(lo[0] - pad, 0.0), max(lo[1] - pad, 0.0)
-    x1, y1 = min(hi[0] + pad, width), min(hi[1] + 2 * (hi - lo).max(), height)
-    return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-            "keypoints": [round(float(v), 2) for v in kp.reshape(-1)], "num_keypoints": int(person.visible.sum()),
-            "bbox": [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
-            "area": round(float((x1 - x0) * (y1 - y0)), 2), "segmentation": []}
-
-
 def write_coco(path, root, people: dict, names, edit: bool = False) -> dict:
-    """A COCO person-keypoints file of the photos `names` under `root`, labelled from teacher detections
-    `people` (str(path) -> persons); with `edit` the hand-made edits above. Returns the written dict."""
+    """The teacher's labels of the photos `names` under `root` as a COCO file (`toolkit.pose.coco.teacher_to_coco`
+    on a folder of just those photos); with `edit` the hand-made edits above. Returns the written dict."""
     import json
 
     import numpy as np
-    from PIL import Image
 
-    from toolkit.pose.coco import COCO17_NAMES
+    from toolkit.pose.coco import teacher_to_coco
 
-    data = {"info": {"description": "teacher labels as COCO, for tests"}, "images": [], "annotations": [],
-            "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(COCO17_NAMES),
-                            "skeleton": [[16, 14], [14, 12]]}]}
-    for image_id, name in enumerate(names, start=1):
-        w, h = Image.open(root / name).size
-        data["images"].append({"id": image_id, "file_name": name, "width": w, "height": h})
-        persons = people[str(root / name)]
-        anns = [coco_person(p, len(data["annotations"]) + k + 1, image_id, w, h) for k, p in enumerate(persons)]
-        if edit and name == "obama.jpg":
+    data = teacher_to_coco(root, people, progress=False)
+    keep = {im["id"] for im in data["images"] if im["file_name"] in names}
+    data["images"] = [im for im in data["images"] if im["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    for im in data["images"]:
+        anns = [a for a in data["annotations"] if a["image_id"] == im["id"]]
+        if edit and im["file_name"] == "obama.jpg":
             anns[0]["keypoints"][5 * 3 + 2] = 1
             xs, ys = COCO_CROWD_POLYGON[0::2], COCO_CROWD_POLYGON[1::2]
-            anns.append({"id": 900, "image_id": image_id, "category_id": 1, "iscrowd": 1, "keypoints": [0] * 51,
-                         "num_keypoints": 0, "segmentation": [COCO_CROWD_POLYGON],
-                         "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)], "area": 60000.0})
-        if edit and name == "vtest_200.png":
-            j = int(np.argmin([np.linalg.norm(p.keypoints[0] - COCO_UNLABELLED_NEAR) for p in persons]))
+            data["annotations"].append({"id": 900, "image_id": im["id"], "category_id": 1, "iscrowd": 1,
+                                        "keypoints": [0] * 51, "num_keypoints": 0, "segmentation": [COCO_CROWD_POLYGON],
+                                        "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
+                                        "area": 60000.0})
+        if edit and im["file_name"] == "vtest_200.png":
+            noses = [np.asarray(a["keypoints"][:2]) for a in anns]
+            j = int(np.argmin([np.linalg.norm(n - COCO_UNLABELLED_NEAR) for n in noses]))
             anns[j]["keypoints"], anns[j]["num_keypoints"] = [0] * 51, 0
-        if edit and name == "vtest_000.png":
-            anns[0]["keypoints"][3 * 3] = w + 40.0
-        data["annotations"] += anns
+        if edit and im["file_name"] == "vtest_000.png":
+            anns[0]["keypoints"][3 * 3] = im["width"] + 40.0
     Path(path).write_text(json.dumps(data))
     return data
 

@@ -50,8 +50,10 @@ def test_loader_yields_the_labelled_people(coco_train, pose_people):
 
     # num_keypoints 0: not a target.
     v200 = _image(cs, "vtest_200.png")
-    unlabelled = min(v200.persons, key=lambda p: np.linalg.norm(np.asarray(p.bbox[:2]) - COCO_UNLABELLED_NEAR))
-    assert unlabelled.label is None and not unlabelled.visible.any()
+    (unlabelled,) = [p for p in v200.persons if p.label is None]
+    assert not unlabelled.visible.any()
+    x, y, w, h = unlabelled.bbox
+    assert x < COCO_UNLABELLED_NEAR[0] < x + w and y < COCO_UNLABELLED_NEAR[1] < y + h
     assert len(v200.labels) == len(pose_people[str(root / "vtest_200.png")]) - 1
 
 
@@ -194,7 +196,7 @@ def test_coco_metrics_perfect_perturbed_and_ignored(coco_train):
     perfect = [_result(i, lab.keypoints, 0.9) for i, lab in targets]
     r = coco_metrics(cs, perfect)
     assert r["oks"] == pytest.approx(1.0) and r["ap"] == pytest.approx(1.0) and r["pck@0.2"] == 1.0
-    assert r["people"] == r["people_detected"] == len(targets)
+    assert r["people"] == r["people_found"] == len(targets)
 
     # Perturbed by 0.15 person sizes: OKS, AP and PCK@0.1 drop.
     rng = np.random.default_rng(0)
@@ -212,7 +214,7 @@ def test_coco_metrics_perfect_perturbed_and_ignored(coco_train):
 
     # Nothing detected: zeros, every person missed.
     none = coco_metrics(cs, [])
-    assert none["oks"] == 0.0 and none["pck@0.2"] == 0.0 and none["people_detected"] == 0
+    assert none["oks"] == 0.0 and none["pck@0.2"] == 0.0 and none["people_found"] == 0
 
 
 def test_cli_eval_coco_reports_oks_and_pck(tiny_pose_run, coco_heldout, tmp_path, capsys):
@@ -224,7 +226,7 @@ def test_cli_eval_coco_reports_oks_and_pck(tiny_pose_run, coco_heldout, tmp_path
     out = capsys.readouterr().out
     r = json.loads(report.read_text())
     assert f"OKS {r['oks']:.3f}" in out and f"PCK@0.2 {r['pck@0.2']:.3f}" in out
-    assert r["labels"] == "coco" and r["people"] >= 3 and r["people_detected"] == r["people"]
+    assert r["labels"] == "coco" and r["people"] >= 3 and r["detections"] == r["people"]  # top-down: one each
     assert 0.0 < r["oks"] < 1.0 and 0.0 <= r["ap"] <= 1.0 and 0.0 < r["pck@0.2"] <= 1.0
 
 
@@ -239,7 +241,7 @@ def test_eval_coco_multi_person_sees_whole_images(coco_heldout, coco_train, pose
     hann, hroot, _ = coco_heldout
     r = evaluate_coco(hann, hroot, run, progress=False)
     assert r["multi_person"] and r["people"] >= 3
-    assert 0.0 <= r["oks"] <= 1.0 and 0.0 <= r["pck@0.2"] <= 1.0 and r["people_detected"] <= r["people"]
+    assert 0.0 <= r["oks"] <= 1.0 and 0.0 <= r["pck@0.2"] <= 1.0 and r["people_found"] <= r["people"]
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -165,7 +165,43 @@ class CocoSet:
                                 "skeleton": []}]}
 
 
+def teacher_to_coco(images_root, people: dict | None = None, progress: bool = True) -> dict:
+    """The BlazePose teacher's labels of every image under `images_root` as a COCO person-keypoints dict (17
+    keypoints, the 7 labelled where the teacher saw them with v=2, the other 10 unlabelled; bbox: head,
+    shoulders and the torso below; area: the bbox's): to check or correct by hand in a COCO annotation tool and
+    train with --coco. `people` (str(path) -> detections) reuses detections already made."""
+    from toolkit.pose.data import list_image_files, people_for
+
+    root = Path(images_root)
+    paths = list_image_files(root)
+    people = people_for(paths, people, progress)
+    data = {"info": {"description": f"BlazePose teacher labels (toolkit.detect) of {root}"}, "images": [],
+            "annotations": [], "categories": [{"id": 1, "name": "person", "supercategory": "person",
+                                               "keypoints": list(COCO17_NAMES), "skeleton": []}]}
+    for image_id, path in enumerate(paths, start=1):
+        w, h = _image_size(Path(path))
+        data["images"].append({"id": image_id, "file_name": Path(path).relative_to(root).as_posix(),
+                               "width": w, "height": h})
+        for person in people[str(path)]:
+            kp = np.zeros((len(COCO17_NAMES), 3))
+            kp[list(COCO17_INDICES), :2] = np.where(person.visible[:, None], person.keypoints, 0.0)
+            kp[list(COCO17_INDICES), 2] = np.where(person.visible, 2, 0)
+            pts = np.vstack([person.keypoints[person.visible], np.asarray(person.face_box).reshape(2, 2)])
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            span = float((hi - lo).max())
+            x0, y0 = max(lo[0] - span / 4, 0.0), max(lo[1] - span / 4, 0.0)
+            x1, y1 = min(hi[0] + span / 4, w), min(hi[1] + 2 * span, h)
+            data["annotations"].append({
+                "id": len(data["annotations"]) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                "keypoints": [round(float(v), 2) for v in kp.reshape(-1)], "num_keypoints": int(person.visible.sum()),
+                "bbox": [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                "area": round(float((x1 - x0) * (y1 - y0)), 2), "segmentation": []})
+    return data
+
+
 def _segmentation_mask(seg, height: int, width: int) -> np.ndarray:
+    import warnings
+
     from pycocotools import mask as mask_utils
 
     if isinstance(seg, list):  # polygons
@@ -174,7 +210,9 @@ def _segmentation_mask(seg, height: int, width: int) -> np.ndarray:
         rle = mask_utils.frPyObjects(seg, height, width)
     else:
         rle = seg
-    return mask_utils.decode(rle).astype(bool)
+    with warnings.catch_warnings():  # pycocotools 2.0.11's decoder warns about numpy 2's copy keyword
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def require_pycocotools() -> None:

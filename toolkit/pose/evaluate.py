@@ -219,7 +219,8 @@ def coco_metrics(coco_set, detections: list[dict]) -> dict:
 
     - AP / AP50 / AP75 / AP medium / AP large / AR: COCOeval, iouType "keypoints" (crowds and people who are
       no target are ignore ground truth: a detection on them is no false positive).
-    - OKS: per target person, the best OKS of any detection (pycocotools' computeOks; 0 if none), averaged.
+    - OKS: per target person, the best OKS of any detection (pycocotools' computeOks; 0 if none), averaged;
+      people_found: how many have one of OKS >= 0.5.
     - PCK@0.2 / @0.1, per keypoint: that best detection's labelled points within 0.2 / 0.1 person sizes
       (person size as in training: max(face box side, shoulder width)); a person nobody detected counts as
       missed.
@@ -273,7 +274,7 @@ def coco_metrics(coco_set, detections: list[dict]) -> dict:
     pck = keypoint_metrics(np.stack(pred), target_kp[..., :2], target_kp[..., 2] > 0, ref)
     pck.pop("oks"), pck.pop("mean_error")  # the OKS here is COCO's; a missed person has no error to average
     return {**stats, "oks": float(np.mean(best_oks)), **pck, "people": len(targets),
-            "people_detected": int(sum(o > 0 for o in best_oks)), "detections": len(detections)}
+            "people_found": int(sum(o >= 0.5 for o in best_oks)), "detections": len(detections)}
 
 
 def evaluate_coco(annotation, images_root, model_run, progress: bool = True) -> dict:
@@ -297,7 +298,7 @@ def format_coco_report(r: dict) -> str:
              f"({r['crowd_regions']} crowd region(s), {r['ignored_people']} other people ignored), "
              f"{r['keypoints']} labelled keypoints; {how}",
              f"  OKS {f(r['oks'])} (mean over people, COCO sigmas)   AP {f(r['ap'])}   AP50 {f(r['ap50'])}   "
-             f"AP75 {f(r['ap75'])}   AR {f(r['ar'])}   ({r['people_detected']}/{r['people']} people detected)",
+             f"AP75 {f(r['ap75'])}   AR {f(r['ar'])}   ({r['people_found']}/{r['people']} people found at OKS >= 0.5)",
              f"  PCK@0.2 {r['pck@0.2']:.3f}   PCK@0.1 {r['pck@0.1']:.3f} (person sizes)"]
     lines.append("  per keypoint PCK@0.2: " + ", ".join(
         f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in r["per_keypoint_pck"].items()))
