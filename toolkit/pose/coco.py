@@ -3,7 +3,7 @@
 A COCO file becomes what the BlazePose teacher path produces (`toolkit.pose.data.PersonLabel` per usable person),
 so single- and multi-person training, anonymization and evaluation reuse the same code. What is read:
 
-- the person category: the one whose `keypoints` names start with COCO's 17 (the 7 points are its first 7,
+- the person category: the one whose `keypoints` are COCO's 17 names in COCO order (the 7 points are its first 7,
   `toolkit.keypoints.COCO17_INDICES`); annotations of other categories are not read.
 - images: `id`, `file_name` (under --images-root), `width` / `height` (checked against the file on disk).
   Images listed but missing on disk are skipped and counted (`missing`); none left is an error.
@@ -158,7 +158,8 @@ class CocoSet:
                     kp[:, 2] = np.where(p.visible, 2, 0)
                 anns.append({"id": len(anns) + 1, "image_id": im.id, "category_id": 1, "iscrowd": int(p.iscrowd),
                              "bbox": [float(v) for v in p.bbox], "area": float(p.area),
-                             "keypoints": kp.reshape(-1).tolist(), "num_keypoints": int(p.visible.sum()) if target else 0,
+                             "keypoints": kp.reshape(-1).tolist(),
+                             "num_keypoints": int(p.visible.sum()) if target else 0,
                              "source_annotation_id": p.ann_id, "person_size": p.label.ref if target else None})
         return {"images": images, "annotations": anns,
                 "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(NAMES),
@@ -245,9 +246,9 @@ def _person_category(data: dict, where: str) -> int:
                          f"(COCO's 'person' category lists its 17 keypoint names)")
     cat = next((c for c in cats if c.get("name") == "person"), cats[0])
     names = tuple(cat["keypoints"])
-    if len(names) != len(COCO17_NAMES) or tuple(names[i] for i in COCO17_INDICES) != NAMES:
+    if names != COCO17_NAMES or tuple(names[i] for i in COCO17_INDICES) != NAMES:
         raise ValueError(f"{where}: category {cat.get('name')!r} has keypoints {list(names)[:8]}...; expected "
-                         f"COCO's 17 person keypoints starting with {list(NAMES)}")
+                         f"COCO's 17 person keypoints in COCO order ({', '.join(COCO17_NAMES)})")
     if "id" not in cat:
         raise ValueError(f"{where}: category {cat.get('name')!r} has no 'id'")
     return cat["id"]
