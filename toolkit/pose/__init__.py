@@ -2,6 +2,8 @@
 
     toolkit pose train --images DIR --out RUN --model TEACHER_RUN     # trains on ddpm-anonymized images
     toolkit pose eval  --images DIR --model RUN                       # PCK / OKS vs the teacher, originals
+    toolkit pose train --coco ANN.json --images-root DIR --out RUN ... # human COCO keypoint labels instead
+    toolkit pose eval  --coco ANN.json --images-root DIR --model RUN  # OKS / AP (pycocotools) and PCK
 
 Python API:
     from toolkit.pose import PoseNet, train_pose, evaluate_pose, predict_keypoints, load_pose

@@ -5,6 +5,8 @@
 2. Regions: each usable person becomes a square region around its head and shoulders (REGION_SCALE person
    sizes wide, resampled to REGION_PX with area interpolation so big photos do not alias). The training
    regions are cut from the processed (e.g. anonymized) image, the labels stay those of the original.
+   Ignore regions (COCO crowds and people who are no target, `toolkit.pose.coco`) are cut the same way:
+   no loss applies there, so an unlabelled person is never taught as background.
 3. Views: random crops of a region (scale, shift, small rotation, horizontal flip with left/right swap,
    colour jitter) resized to the model's input size. A handful of photos thus gives many samples.
 
@@ -116,25 +118,33 @@ def person_center(label: PersonLabel) -> np.ndarray:
 
 @dataclass
 class Regions:
-    """N person regions (N, R, R, 3) uint8 with their keypoints in region px, visibility and size (R px)."""
+    """N person regions (N, R, R, 3) uint8 with their keypoints in region px, visibility and size (R px), and
+    the pixels where no loss applies (ignore regions: crowds, people who are no training target)."""
 
     images: np.ndarray
     keypoints: np.ndarray  # (N, 7, 2)
     visible: np.ndarray  # (N, 7) bool
     ref: np.ndarray  # (N,) person size in region px
     source: list  # (N,) image path of each region
+    ignore: np.ndarray | None = None  # (N, R, R) bool; None: nothing ignored
+
+    def __post_init__(self):
+        if self.ignore is None:
+            self.ignore = np.zeros(self.images.shape[:3], bool)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def save(self, path) -> None:
         np.savez_compressed(path, images=self.images, keypoints=self.keypoints, visible=self.visible, ref=self.ref,
-                            source=np.asarray(self.source))
+                            source=np.asarray(self.source), ignore=self.ignore)
 
     @classmethod
     def load(cls, path) -> "Regions":
         with np.load(path) as z:
-            return cls(z["images"], z["keypoints"], z["visible"].astype(bool), z["ref"], [str(s) for s in z["source"]])
+            ignore = z["ignore"].astype(bool) if "ignore" in z.files else None
+            return cls(z["images"], z["keypoints"], z["visible"].astype(bool), z["ref"], [str(s) for s in z["source"]],
+                       ignore)
 
 
 def warp(image: np.ndarray, M: np.ndarray, size: int) -> np.ndarray:
@@ -148,12 +158,23 @@ def warp(image: np.ndarray, M: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(image, Mc, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
-def cut_region(image: np.ndarray, label: PersonLabel, size: int = REGION_PX):
-    """(region uint8 (size, size, 3), keypoints (7, 2) in region px, ref in region px)."""
-    side = REGION_SCALE * label.ref
+def warp_mask(mask: np.ndarray, M: np.ndarray, size: int) -> np.ndarray:
+    """A bool mask through `warp`: a target pixel is set where any set source pixel reaches it."""
+    return warp(mask.astype(np.uint8) * 255, M, size) > 0
+
+
+def region_transform(label: PersonLabel, size: int = REGION_PX) -> np.ndarray:
+    """2x3 affine from image px to the person's region px (REGION_SCALE person sizes around its centre)."""
+    s = size / (REGION_SCALE * label.ref)
     c = person_center(label)
-    s = size / side
-    M = np.array([[s, 0.0, size / 2 - s * c[0]], [0.0, s, size / 2 - s * c[1]]])
+    return np.array([[s, 0.0, size / 2 - s * c[0]], [0.0, s, size / 2 - s * c[1]]])
+
+
+def cut_region(image: np.ndarray, label: PersonLabel, size: int = REGION_PX):
+    """(region uint8 (size, size, 3), keypoints (7, 2) in region px, ref in region px); an HxW uint8 `image`
+    (a mask) gives an HxW region."""
+    M = region_transform(label, size)
+    s, c = M[0, 0], person_center(label)
     if s < 1.0:
         # Downscaling: area-average first so thin structures (eyes) do not alias away.
         small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
@@ -166,19 +187,25 @@ def cut_region(image: np.ndarray, label: PersonLabel, size: int = REGION_PX):
     return region, kp, label.ref * s
 
 
-def build_regions(images: dict, labels: dict) -> Regions:
-    """Regions of every labelled person; `images` maps the same keys as `labels` to HxWx3 uint8 arrays."""
-    ims, kps, vis, refs, src = [], [], [], [], []
+def build_regions(images: dict, labels: dict, ignore: dict | None = None) -> Regions:
+    """Regions of every labelled person; `images` maps the same keys as `labels` to HxWx3 uint8 arrays, `ignore`
+    (optional) some of them to HxW bool masks of the pixels where no loss applies."""
+    ims, kps, vis, refs, src, ign = [], [], [], [], [], []
+    empty = np.zeros((REGION_PX, REGION_PX), bool)
     for key, people in labels.items():
         if key not in images:
             continue
+        mask = (ignore or {}).get(key)
+        mask = None if mask is None or not mask.any() else mask.astype(np.uint8) * 255
         for lab in people:
             r, kp, ref = cut_region(images[key], lab)
             ims.append(r), kps.append(kp), vis.append(lab.visible), refs.append(ref), src.append(key)
+            # a region pixel is ignored where any ignored image pixel falls (area resampling keeps thin parts)
+            ign.append(empty if mask is None else cut_region(mask, lab)[0] > 0)
     if not ims:
         return Regions(np.zeros((0, REGION_PX, REGION_PX, 3), np.uint8), np.zeros((0, NUM_KEYPOINTS, 2)),
                        np.zeros((0, NUM_KEYPOINTS), bool), np.zeros((0,)), [])
-    return Regions(np.stack(ims), np.stack(kps), np.stack(vis), np.asarray(refs, np.float64), src)
+    return Regions(np.stack(ims), np.stack(kps), np.stack(vis), np.asarray(refs, np.float64), src, np.stack(ign))
 
 
 def view_transform(region_size: int, center, ref: float, out: int, scale: float, shift=(0.0, 0.0),
@@ -209,13 +236,15 @@ def render_view(regions: Regions, i: int, M: np.ndarray, out: int, flip: bool):
 
 
 def random_views(regions: Regions, n: int, rng: np.random.Generator, out: int = 96, color: bool = True):
-    """n augmented views: (images uint8 (n, out, out, 3), keypoints (n, 7, 2), visible (n, 7), ref (n,))."""
+    """n augmented views: (images uint8 (n, out, out, 3), keypoints (n, 7, 2), visible (n, 7), ref (n,),
+    ignore (n, out, out) bool)."""
     if len(regions) == 0:
         raise ValueError("no person regions to sample views from")
     imgs = np.zeros((n, out, out, 3), np.uint8)
     kps = np.zeros((n, NUM_KEYPOINTS, 2))
     vis = np.zeros((n, NUM_KEYPOINTS), bool)
     refs = np.zeros(n)
+    ignore = np.zeros((n, out, out), bool)
     for j in range(n):
         i = int(rng.integers(len(regions)))
         center = regions.keypoints[i][regions.visible[i]].mean(axis=0)
@@ -225,6 +254,8 @@ def random_views(regions: Regions, n: int, rng: np.random.Generator, out: int = 
                            shift=tuple(rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)),
                            angle_deg=float(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)), flip=flip)
         view, kps[j], vis[j], refs[j] = render_view(regions, i, M, out, flip)
+        if regions.ignore[i].any():
+            ignore[j] = warp_mask(regions.ignore[i], M, out)
         if color:
             # Brightness / contrast / white-balance jitter: the photos come from very different cameras.
             v = view.astype(np.float32)
@@ -233,7 +264,15 @@ def random_views(regions: Regions, n: int, rng: np.random.Generator, out: int = 
             v = v * rng.uniform(0.92, 1.08, 3).astype(np.float32)
             view = np.clip(v + 0.5, 0, 255).astype(np.uint8)
         imgs[j] = view
-    return imgs, kps, vis, refs
+    return imgs, kps, vis, refs, ignore
+
+
+def ignored_cells(ignore: np.ndarray, stride: int) -> np.ndarray:
+    """(B, S, S) bool pixel masks -> (B, 1, S/stride, S/stride) float: 1 where any pixel of the cell is ignored."""
+    B, S, _ = ignore.shape
+    c = S // stride
+    return ignore[:, :c * stride, :c * stride].reshape(B, c, stride, c, stride).any(axis=(2, 4))[:, None].astype(
+        np.float32)
 
 
 def eval_views(regions: Regions, views_per_person: int = 4, seed: int = 0, out: int = 96):

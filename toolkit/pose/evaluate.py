@@ -9,6 +9,9 @@ robustness to framing. A keypoint counts where the teacher saw it and it lies in
   OKS       COCO-style object keypoint similarity, exp(-d^2 / (2 (s k_i)^2)) averaged over keypoints, with
             s = person size and k_i = 2 * COCO sigma_i (an "OKS-like" figure: COCO's s is sqrt(area))
   error     mean distance / person size
+
+With human labels (`evaluate_coco`, `toolkit pose eval --coco ANN --images-root DIR`) the model runs on the
+original images the COCO way and pycocotools scores it (see `coco_metrics`).
 """
 
 from __future__ import annotations
@@ -146,3 +149,157 @@ def predict_keypoints(net, image_uint8):
     view = cv2.resize(img, (S, S), interpolation=cv2.INTER_AREA if min(h, w) > S else cv2.INTER_LINEAR)
     pts, conf = predict(net, view[None])
     return pts[0] * np.array([w / S, h / S]), conf[0]
+
+
+# ---------------------------------------------------------------------------------------------- COCO labels
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """The whole image scaled to fit size x size, centred on black: (frame, scale, offset), frame px =
+    image px * scale + offset."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    frame = np.zeros((size, size, 3), np.uint8)
+    ox, oy = (size - nw) // 2, (size - nh) // 2
+    frame[oy:oy + nh, ox:ox + nw] = small
+    return frame, scale, np.array([ox, oy], np.float64)
+
+
+def _result(image_id, keypoints: np.ndarray, score: float) -> dict:
+    kp = np.concatenate([keypoints, np.ones((len(keypoints), 1))], axis=1)
+    return {"image_id": image_id, "category_id": 1, "keypoints": kp.reshape(-1).tolist(), "score": float(score)}
+
+
+@torch.no_grad()
+def coco_predictions(net: PoseNet, coco_set, progress: bool = True) -> list[dict]:
+    """COCO keypoint results (image px, the 7 points) of `net` on the ORIGINAL images of `coco_set`.
+
+    Single-person (heatmap) nets run top-down like COCO's top-down baselines: one centred view per labelled
+    person (the evaluation view of `pose eval --images`), score = mean heatmap peak. Multi-person nets see the
+    whole image, letterboxed to their input, and report every head they find, score = its centre value."""
+    import cv2
+    from tqdm.auto import tqdm
+
+    from toolkit.images import load_rgb
+    from toolkit.pose.multi import decode
+
+    S = net.resolution
+    dets = []
+    for im in tqdm(coco_set.images, desc="predict (COCO images)", disable=not progress, leave=False):
+        image = load_rgb(im.path)
+        if net.multi_person:
+            frame, scale, offset = letterbox(image, S)
+            out = net(D.to_model_input(frame[None]))[0].numpy()
+            dets += [_result(im.id, (kp - offset) / scale, score) for kp, _, score in decode(out, net.stride)]
+            continue
+        labels = im.labels
+        if not labels:
+            continue
+        views, back = [], []
+        for lab in labels:
+            region, kp, ref = D.cut_region(image, lab)
+            Mv = D.view_transform(D.REGION_PX, kp[lab.visible].mean(axis=0), ref, S, D.EVAL_CROP_SCALE)
+            views.append(D.warp(region, Mv, S))
+            # view px -> region px -> image px
+            back.append((cv2.invertAffineTransform(Mv), cv2.invertAffineTransform(D.region_transform(lab))))
+        pts, peaks = predict(net, np.stack(views))
+        for (to_region, to_image), p, c in zip(back, pts, peaks):
+            q = p @ to_region[:, :2].T + to_region[:, 2]
+            dets.append(_result(im.id, q @ to_image[:, :2].T + to_image[:, 2], float(np.mean(c))))
+    return dets
+
+
+def coco_metrics(coco_set, detections: list[dict]) -> dict:
+    """pycocotools' keypoint evaluation of `detections` (COCO results of the 7 points, image px) against the
+    labels of `coco_set` (toolkit.pose.coco), with COCO's sigmas of those 7 points.
+
+    - AP / AP50 / AP75 / AP medium / AP large / AR: COCOeval, iouType "keypoints" (crowds and people who are
+      no target are ignore ground truth: a detection on them is no false positive).
+    - OKS: per target person, the best OKS of any detection (pycocotools' computeOks; 0 if none), averaged;
+      people_found: how many have one of OKS >= 0.5.
+    - PCK@0.2 / @0.1, per keypoint: that best detection's labelled points within 0.2 / 0.1 person sizes
+      (person size as in training: max(face box side, shoulder width)); a person nobody detected counts as
+      missed.
+    """
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt_data = coco_set.ground_truth()
+    targets = [a for a in gt_data["annotations"] if a["num_keypoints"] > 0]
+    if not targets:
+        raise ValueError(f"{coco_set.annotation}: no person to evaluate against (people need >= {D.MIN_VISIBLE} "
+                         f"of the 7 points labelled and >= {D.MIN_PERSON_PX:.0f} px)")
+    names = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and tables
+        gt = COCO()
+        gt.dataset = gt_data
+        gt.createIndex()
+        E = None
+        if detections:
+            E = COCOeval(gt, gt.loadRes([dict(d) for d in detections]), iouType="keypoints")
+            E.params.kpt_oks_sigmas = COCO_SIGMAS.copy()
+            E.evaluate()
+            E.accumulate()
+            E.summarize()
+    stats = {n: (float(v) if v >= 0 else None) for n, v in zip(names, E.stats)} if E else dict.fromkeys(names, 0.0)
+
+    best_oks, pred, people = [], [], []
+    for im in gt_data["images"]:
+        gts = E._gts[im["id"], 1] if E else gt.loadAnns(gt.getAnnIds(imgIds=[im["id"]]))
+        dts, ious = [], []
+        if E:  # computeOks' row order: detections by decreasing score, at most maxDets
+            dts = E._dts[im["id"], 1]
+            dts = [dts[i] for i in np.argsort([-d["score"] for d in dts], kind="mergesort")][:E.params.maxDets[-1]]
+            ious = E.ious[im["id"], 1]
+        for j, g in enumerate(gts):
+            if g["num_keypoints"] == 0 or g["iscrowd"]:
+                continue
+            people.append(g)
+            if len(dts):
+                i = int(np.argmax(ious[:, j]))
+                best_oks.append(float(ious[i, j]))
+                pred.append(np.asarray(dts[i]["keypoints"], np.float64).reshape(-1, 3)[:, :2])
+            else:
+                best_oks.append(0.0)
+                pred.append(np.full((len(NAMES), 2), np.inf))  # missed: never within a threshold
+    target_kp = np.stack([np.asarray(g["keypoints"], np.float64).reshape(-1, 3) for g in people])
+    ref = np.asarray([g["person_size"] for g in people])
+    pck = keypoint_metrics(np.stack(pred), target_kp[..., :2], target_kp[..., 2] > 0, ref)
+    pck.pop("oks"), pck.pop("mean_error")  # the OKS here is COCO's; a missed person has no error to average
+    return {**stats, "oks": float(np.mean(best_oks)), **pck, "people": len(targets),
+            "people_found": int(sum(o >= 0.5 for o in best_oks)), "detections": len(detections)}
+
+
+def evaluate_coco(annotation, images_root, model_run, progress: bool = True) -> dict:
+    """`toolkit pose eval --coco`: `model_run` on the original images of a COCO person-keypoints file."""
+    from toolkit.pose.coco import load_coco
+
+    coco_set = load_coco(annotation, images_root)
+    net, manifest = load_pose_model(model_run)
+    metrics = coco_metrics(coco_set, coco_predictions(net, coco_set, progress))
+    return {"model": str(Path(model_run)), "method": manifest.get("method"), "labels": "coco",
+            "multi_person": net.multi_person, **coco_set.counts(), **metrics}
+
+
+def format_coco_report(r: dict) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    how = "whole images, letterboxed" if r["multi_person"] else "one centred view per labelled person"
+    lines = [f"pose model {r['model']} (trained on {r.get('method')} images) vs COCO labels {r['annotation']}",
+             f"  {r['images']} image(s) ({r['images_missing']} listed but missing), {r['people']} labelled people "
+             f"({r['crowd_regions']} crowd region(s), {r['ignored_people']} other people ignored), "
+             f"{r['keypoints']} labelled keypoints; {how}",
+             f"  OKS {f(r['oks'])} (mean over people, COCO sigmas)   AP {f(r['ap'])}   AP50 {f(r['ap50'])}   "
+             f"AP75 {f(r['ap75'])}   AR {f(r['ar'])}   ({r['people_found']}/{r['people']} people found at OKS >= 0.5)",
+             f"  PCK@0.2 {r['pck@0.2']:.3f}   PCK@0.1 {r['pck@0.1']:.3f} (person sizes)"]
+    lines.append("  per keypoint PCK@0.2: " + ", ".join(
+        f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in r["per_keypoint_pck"].items()))
+    return "\n".join(lines)

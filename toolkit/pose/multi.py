@@ -13,6 +13,8 @@ its offsets. One per-tensor int8 scale covers centre, visibility (0..1) and offs
 
 Training frames are composed from person regions (toolkit.pose.data.Regions, cut from the anonymized photos):
 1-4 people side by side or in a 2x2 grid, each at its own scale, mirrored at random; some frames hold nobody.
+The regions' ignore masks (crowds, people who are no target) travel with them: the centre map carries no loss
+there, so an unlabelled head is never taught as background.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from toolkit.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS
+from toolkit.pose.data import ignored_cells
 
 OUT_CHANNELS = 1 + NUM_KEYPOINTS + 2 * NUM_KEYPOINTS
 CENTER, VIS0, OFF0 = 0, 1, 1 + NUM_KEYPOINTS
@@ -50,19 +53,27 @@ def _warp_rect(image: np.ndarray, M: np.ndarray, w: int, h: int) -> np.ndarray:
                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # no mirrored copies of a head
 
 
+def _warp_ignore(regions, i: int, M: np.ndarray, w: int, h: int) -> np.ndarray:
+    if not regions.ignore[i].any():
+        return np.zeros((h, w), bool)
+    return _warp_rect(regions.ignore[i].astype(np.uint8) * 255, M, w, h) > 0
+
+
 def compose_frame(regions, rng: np.random.Generator, size: int = 96, n: int | None = None, color: bool = True):
-    """One training frame: (image uint8 (size, size, 3), people: list of (keypoints (7, 2) px, visible (7,)))."""
+    """One training frame: (image uint8 (size, size, 3), people: list of (keypoints (7, 2) px, visible (7,)),
+    ignore (size, size) bool)."""
     if n is None:
         n = 0 if rng.random() < EMPTY_SHARE else int(rng.integers(1, MAX_PEOPLE + 1))
     img = np.zeros((size, size, 3), np.uint8)
+    ignore = np.zeros((size, size), bool)
     people = []
     if n == 0:  # background only: a far corner of a region, zoomed (walls, clothes, texture; no head)
         i = int(rng.integers(len(regions)))
         R = regions.images.shape[1]
         s = size / (R * 0.3)
         x0, y0 = rng.choice([0.0, R * 0.7]), rng.choice([0.0, R * 0.7])
-        img = _warp_rect(regions.images[i], np.array([[s, 0, -s * x0], [0, s, -s * y0]]), size, size)
-        return img, people
+        M = np.array([[s, 0, -s * x0], [0, s, -s * y0]])
+        return _warp_rect(regions.images[i], M, size, size), people, _warp_ignore(regions, i, M, size, size)
     for (sx, sy, w, h) in _layout(n, size):
         i = int(rng.integers(len(regions)))
         kp, vis = regions.keypoints[i].copy(), regions.visible[i].copy()
@@ -84,25 +95,27 @@ def compose_frame(regions, rng: np.random.Generator, size: int = 96, n: int | No
             v = (v - mean) * rng.uniform(0.8, 1.2) + mean * rng.uniform(0.8, 1.2)
             patch = np.clip(v * rng.uniform(0.93, 1.07, 3).astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
         img[sy:sy + h, sx:sx + w] = patch
+        ignore[sy:sy + h, sx:sx + w] = _warp_ignore(regions, i, M, w, h)
         pk = kp @ M[:, :2].T + M[:, 2] + np.array([sx, sy])
         if flip:
             pk, vis = pk[list(FLIP_PERMUTATION)], vis[list(FLIP_PERMUTATION)]
         # a keypoint outside its own slot is not seen in this frame (another person's pixels are there)
         inside = (pk[:, 0] >= sx) & (pk[:, 0] < sx + w) & (pk[:, 1] >= sy) & (pk[:, 1] < sy + h)
         people.append((pk, vis & inside))
-    return img, people
+    return img, people, ignore
 
 
 def compose_frames(regions, n: int, rng: np.random.Generator, size: int = 96):
-    """n composed frames: (images (n, size, size, 3) uint8, people per frame)."""
+    """n composed frames: (images (n, size, size, 3) uint8, people per frame, ignore (n, size, size) bool)."""
     if len(regions) == 0:
         raise ValueError("no person regions to compose frames from")
     imgs = np.zeros((n, size, size, 3), np.uint8)
+    ignore = np.zeros((n, size, size), bool)
     people = []
     for j in range(n):
-        imgs[j], p = compose_frame(regions, rng, size)
+        imgs[j], p, ignore[j] = compose_frame(regions, rng, size)
         people.append(p)
-    return imgs, people
+    return imgs, people, ignore
 
 
 def targets(people_per_frame, cells: int, stride: int):
@@ -134,12 +147,16 @@ def targets(people_per_frame, cells: int, stride: int):
     return [torch.from_numpy(a) for a in (center, vis_t, off_t, cell_m, off_m)]
 
 
-def loss(pred: torch.Tensor, people_per_frame, stride: int) -> torch.Tensor:
-    """Centre map: squared error summed per map (the heatmap net's loss). Visibility and offsets: squared error
-    on the cells around each nose (offsets only for keypoints the teacher saw)."""
+def loss(pred: torch.Tensor, people_per_frame, stride: int, ignore: np.ndarray | None = None) -> torch.Tensor:
+    """Centre map: squared error summed per map (the heatmap net's loss), except on ignored cells (`ignore`
+    (B, S, S) pixels, toolkit.pose.data.ignored_cells) away from a target's own centre. Visibility and offsets:
+    squared error on the cells around each nose (offsets only for keypoints the labels have)."""
     center, vis_t, off_t, cell_m, off_m = targets(people_per_frame, pred.shape[-1], stride)
     B = pred.shape[0]
-    l_center = ((pred[:, CENTER:CENTER + 1] - center) ** 2).sum() / B
+    weight = torch.ones_like(center)
+    if ignore is not None and ignore.any():
+        weight = 1.0 - torch.from_numpy(ignored_cells(ignore, stride)) * (center < 0.05).float()
+    l_center = (((pred[:, CENTER:CENTER + 1] - center) ** 2) * weight).sum() / B
     n_cells = cell_m.sum().clamp(min=1.0)
     l_vis = (((pred[:, VIS0:OFF0] - vis_t) ** 2) * cell_m).sum() / n_cells
     l_off = (((pred[:, OFF0:] - off_t) ** 2) * off_m).sum() / n_cells

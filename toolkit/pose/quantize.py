@@ -39,7 +39,7 @@ class PoseInputs:
         if self.net.multi_person:  # the frames it is trained on: 0-4 people composed from the regions
             from toolkit.pose.multi import compose_frames
 
-            imgs, _ = compose_frames(self.regions, int(n), rng, self.net.resolution)
+            imgs, *_ = compose_frames(self.regions, int(n), rng, self.net.resolution)
         else:
             imgs, *_ = D.random_views(self.regions, int(n), rng, self.net.resolution)
         return D.to_model_input(imgs)

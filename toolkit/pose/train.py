@@ -1,12 +1,14 @@
-"""Training the pose model by distillation from BlazePose, on anonymized images.
+"""Training the pose model on anonymized images, from BlazePose pseudo-labels or human COCO labels.
 
     images ──toolkit.detect (teacher, ORIGINAL pixels)──► labels (7 keypoints + visibility per person)
+       │     (or --coco: the annotation file's labels, toolkit.pose.coco, with its ignore regions)
        └──toolkit.anonymize (method)──► processed pixels ──► person regions ──► augmented views
                                                                     └──► PoseNet (heatmap MSE vs labels)
 
 The labels never come from the processed image: the question the product answers is whether a model that
 only ever saw anonymized faces still finds real faces' keypoints (see benchmarks/pose_experiment.py).
-Fail closed: an image whose faces could not all be anonymized is left out of training, never used as is.
+Fail closed: an image whose faces could not all be anonymized is left out of training, never used as is (with
+COCO labels: also an image with a labelled face that the detector, hence the anonymizer, did not find).
 """
 
 from __future__ import annotations
@@ -45,14 +47,17 @@ class TrainSettings:
 
 
 def process_images(people: dict, method: str, inpainter=None, seed: int = 0, sampling: dict | None = None,
-                   progress: bool = True):
+                   progress: bool = True, labelled_faces: dict | None = None):
     """path -> processed HxWx3 uint8 (only images whose every detected face was replaced), and a report.
 
     `people` (from `data.detect_people`) are the detections on the originals: the anonymizer replaces
-    exactly those faces, so the labels and the anonymized pixels describe the same people.
+    exactly those faces, so the labels and the anonymized pixels describe the same people. `labelled_faces`
+    (path -> list of (k, 2) labelled face points, from human labels) are faces that must be among them: an
+    image with one that no detected face box covers is skipped (that face would stay as it is).
     """
     from tqdm.auto import tqdm
 
+    from toolkit.anonymize.runner import face_covered
     from toolkit.images import load_rgb
 
     if method not in METHODS:
@@ -63,7 +68,17 @@ def process_images(people: dict, method: str, inpainter=None, seed: int = 0, sam
     out, skipped = {}, []
     for i, path in enumerate(tqdm(list(people), desc=f"anonymize ({method})", disable=not progress, leave=False)):
         img = load_rgb(path)
-        if method == "original" or not people[path]:
+        if method == "original":
+            out[path] = img
+            continue
+        boxes = [{"face_box": np.asarray(p.face_box).tolist()} for p in people[path]]
+        missed = sum(not face_covered(pts, boxes) for pts in (labelled_faces or {}).get(path, []))
+        if missed:
+            reason = f"{missed} labelled face(s) not found by the face detector, so they cannot be anonymized"
+            skipped.append({"image": path, "reason": reason})
+            print(f"toolkit pose: skipping {path}: {reason}", file=sys.stderr)
+            continue
+        if not people[path]:
             out[path] = img
             continue
         from toolkit.anonymize import FaceNotAnonymizedError, anonymize_image
@@ -80,9 +95,14 @@ def process_images(people: dict, method: str, inpainter=None, seed: int = 0, sam
 # ---------------------------------------------------------------------------------------------- optimisation
 
 
-def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over each map, averaged over maps; `weight` (B, K) drops unknown keypoints."""
-    per_map = ((pred - target) ** 2).sum(dim=(2, 3))
+def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                 ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error summed over each map, averaged over maps; `weight` (B, K) drops unknown keypoints, `ignore`
+    (B, 1, h, w) drops ignored cells (toolkit.pose.data.ignored_cells) away from the map's own peak."""
+    sq = (pred - target) ** 2
+    if ignore is not None:
+        sq = sq * (1.0 - ignore * (target < 0.05).float())
+    per_map = sq.sum(dim=(2, 3))
     return (per_map * weight).sum() / weight.sum().clamp(min=1.0)
 
 
@@ -119,16 +139,18 @@ def _fit(regions: D.Regions, settings: TrainSettings, progress: bool, net: PoseN
     bar = tqdm(range(settings.steps), desc="train pose", disable=not progress, leave=False)
     for _ in bar:
         if net.multi_person:  # frames of 0-4 people composed from the regions (toolkit.pose.multi)
-            imgs, people = multi.compose_frames(regions, settings.batch_size, rng, settings.size)
-            loss = multi.loss(net(D.to_model_input(imgs)), people, net.stride)
+            imgs, people, ignore = multi.compose_frames(regions, settings.batch_size, rng, settings.size)
+            loss = multi.loss(net(D.to_model_input(imgs)), people, net.stride, ignore)
         else:
-            imgs, kps, vis, _ = D.random_views(regions, settings.batch_size, rng, settings.size)
+            imgs, kps, vis, _, ignore = D.random_views(regions, settings.batch_size, rng, settings.size)
             target = torch.from_numpy(render_heatmaps(kps, vis.astype(float), net.heatmap_size, net.stride,
                                                       settings.sigma))
             # Teacher-visible points are supervised wherever they are: outside the view the target is all zero
-            # (the model learns to say "not in frame"). Points the teacher did not see carry no loss.
+            # (the model learns to say "not in frame"). Points the teacher did not see carry no loss, nor do
+            # ignore regions (an unlabelled person is not background).
             weight = torch.from_numpy(vis.astype(np.float32))
-            loss = heatmap_loss(net(D.to_model_input(imgs)), target, weight)
+            ign = torch.from_numpy(D.ignored_cells(ignore, net.stride)) if ignore.any() else None
+            loss = heatmap_loss(net(D.to_model_input(imgs)), target, weight, ign)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -148,12 +170,20 @@ def load_generator(model_run):
     return load_model(model_run, "cpu")
 
 
-def train_pose(images, out, *, method: str | None = None, model_run=None, settings: TrainSettings | None = None,
-               people: dict | None = None, inpainter=None, sampling: dict | None = None, progress: bool = True) -> dict:
-    """`toolkit pose train`: returns the written manifest. `people` / `inpainter` may be passed in to reuse
-    detections and a loaded generator across runs (the experiment script does)."""
+def train_pose(images, out, *, coco=None, images_root=None, method: str | None = None, model_run=None,
+               settings: TrainSettings | None = None, people: dict | None = None, inpainter=None,
+               sampling: dict | None = None, progress: bool = True) -> dict:
+    """`toolkit pose train`: returns the written manifest. Labels come from the BlazePose teacher on `images`
+    (a folder or file), or from a COCO person-keypoints file `coco` whose images are under `images_root` (then
+    `images` is None). `people` / `inpainter` may be passed in to reuse detections and a loaded generator
+    across runs (the experiment script does)."""
     from toolkit.artifacts import write_manifest
 
+    if (images is None) == (coco is None):
+        raise ValueError("give --images DIR (BlazePose pseudo-labels) or --coco ANN.json --images-root DIR "
+                         "(human labels), not both")
+    if images_root is not None and coco is None:
+        raise ValueError("--images-root is only used with --coco")
     settings = settings or TrainSettings()
     out = Path(out)
     if method is None:
@@ -169,7 +199,14 @@ def train_pose(images, out, *, method: str | None = None, model_run=None, settin
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out}: exists and is not empty; pick a new run directory")
     get_preset(settings.preset)
-    paths = D.list_image_files(images)
+    coco_set = None
+    if coco is not None:
+        from toolkit.pose.coco import load_coco
+
+        coco_set = load_coco(coco, images_root)
+        paths = coco_set.paths()
+    else:
+        paths = D.list_image_files(images)
     generator = {}
     if method == "ddpm" and inpainter is None:
         if model_run is None:
@@ -180,13 +217,22 @@ def train_pose(images, out, *, method: str | None = None, model_run=None, settin
                      "stage": (getattr(inpainter, "manifest", None) or {}).get("stage")}
 
     t0 = time.time()
-    people = D.people_for(paths, people, progress)
-    labels = D.teacher_labels(people)
-    processed, report = process_images(people, method, inpainter, settings.seed, sampling, progress)
-    regions = D.build_regions(processed, labels)
+    if coco_set is None:
+        people = D.people_for(paths, people, progress)
+        labels, ignore, labelled_faces = D.teacher_labels(people), None, None
+    else:
+        # The faces the anonymizer replaces are the detector's (raw pixels need none); every labelled face must
+        # be among them.
+        people = {p: [] for p in paths} if method == "original" else D.people_for(paths, people, progress)
+        labels, ignore, labelled_faces = coco_set.labels(), coco_set.ignore_masks(), coco_set.face_points()
+    processed, report = process_images(people, method, inpainter, settings.seed, sampling, progress,
+                                       labelled_faces)
+    regions = D.build_regions(processed, labels, ignore)
     if len(regions) == 0:
-        raise ValueError(f"--images {images}: no usable person found for training ({len(paths)} image(s); people "
-                         f"need >= {D.MIN_VISIBLE} visible keypoints and >= {D.MIN_PERSON_PX:.0f} px)")
+        source = f"--images {images}" if coco_set is None else f"--coco {coco}"
+        raise ValueError(f"{source}: no usable person found for training ({len(paths)} image(s), "
+                         f"{len(report['images_skipped'])} skipped; people need >= {D.MIN_VISIBLE} visible "
+                         f"keypoints and >= {D.MIN_PERSON_PX:.0f} px)")
     net, losses = fit(regions, settings, progress)
     bad = disallowed_modules(net)
     if bad:  # never expected: the architecture only builds allowed modules
@@ -201,9 +247,11 @@ def train_pose(images, out, *, method: str | None = None, model_run=None, settin
         method=method,
         generator=generator or None,
         sampling=sampling or {},
-        teacher={"name": "BlazePose full + BlazeFace (toolkit.detect) on the ORIGINAL images",
-                 "keypoints": "7 FDF keypoints, COCO order (toolkit.keypoints.NAMES)"},
-        data={"images": str(Path(images).resolve()), "num_images": len(paths),
+        teacher=None if coco_set else {"name": "BlazePose full + BlazeFace (toolkit.detect) on the ORIGINAL images",
+                                       "keypoints": "7 FDF keypoints, COCO order (toolkit.keypoints.NAMES)"},
+        labels="coco" if coco_set else "teacher",
+        coco=coco_set.counts() if coco_set else None,
+        data={"images": str(Path(images if coco_set is None else images_root).resolve()), "num_images": len(paths),
               "images_with_people": sum(1 for v in labels.values() if v), "people": len(regions),
               "regions_file": REGIONS_FILE, **report},
         model={"class": "PoseNet", "preset": settings.preset, "input": [1, 3, settings.size, settings.size],
