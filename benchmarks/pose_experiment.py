@@ -267,6 +267,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())
+        if any("per_person" not in run for row in result.get("rows", []) for run in row["runs"]):
+            p.error(f"{args.from_json}: no per-person scores (written by an older version); rerun the experiment")
         result["summary"] = summarize(result)
         print(markdown_table(result))
         return 0
