@@ -159,8 +159,7 @@ def run_experiment(train_dir, heldout_dir, methods, teacher=None, student=None, 
         "teacher": str(teacher) if teacher else None, "student": str(student) if student else None,
         "anonymize_steps": anonymize_steps, "rows": rows, "seconds": round(time.time() - t0, 1),
     }
-    result["summary"] = summarize(result)
-    return result
+    return analyse(result)
 
 
 def _hits(row, idx=None) -> np.ndarray:
@@ -174,26 +173,39 @@ def _counts(row, idx=None) -> np.ndarray:
     return (c if idx is None else c[:, idx]).sum(axis=-1)
 
 
-def summarize(result: dict, resamples: int = BOOTSTRAP["resamples"], seed: int = BOOTSTRAP["seed"]) -> list[dict]:
-    """Per row and figure (PCK@0.2 over all keypoints, face PCK@0.2): the pooled value, its bootstrap interval
-    over people (and seeds), the per-seed values, and the paired difference from `original` with a verdict.
-    Computed from the per-person hits the result keeps, so a saved JSON gives the same table."""
+FIGURES = (("pck@0.2", None), ("face_pck", FACE_IDX))  # figure -> keypoints it pools (None: all 7)
+CLASSICAL = ("blur", "pixelate", "mask")
+
+
+def _bootstrap(row, base, resamples, seed) -> dict:
+    """figure -> bootstrap_people of `row`, paired with `base` (same people, seed k with seed k) when both have
+    the same seeds."""
     from toolkit.pose.evaluate import bootstrap_people
 
-    rows = result["rows"]
-    original = next(r for r in rows if r["method"] == "original")
-    summary = []
-    for row in rows:
-        entry = {"method": row["method"]}
-        for figure, idx in (("pck@0.2", None), ("face_pck", FACE_IDX)):
-            counts = _counts(row, idx)
-            if not np.array_equal(counts, _counts(original, idx)):
-                raise ValueError(f"{row['method']}: evaluated on other keypoints than original; not comparable")
-            paired = row is not original and len(row["runs"]) == len(original["runs"])
-            entry[figure] = bootstrap_people(_hits(row, idx), counts, _hits(original, idx) if paired else None,
-                                             resamples=resamples, seed=seed)
-        summary.append(entry)
-    return summary
+    out = {}
+    for figure, idx in FIGURES:
+        counts = _counts(row, idx)
+        if not np.array_equal(counts, _counts(base, idx)):
+            raise ValueError(f"{row['method']} and {base['method']} were evaluated on other keypoints; not comparable")
+        paired = row is not base and len(row["runs"]) == len(base["runs"])
+        out[figure] = bootstrap_people(_hits(row, idx), counts, _hits(base, idx) if paired else None,
+                                       resamples=resamples, seed=seed)
+    return out
+
+
+def analyse(result: dict, resamples: int = BOOTSTRAP["resamples"], seed: int = BOOTSTRAP["seed"]) -> dict:
+    """Adds to `result` (and returns it) "summary": per row and figure (PCK@0.2 over all keypoints, face PCK@0.2)
+    the pooled value, its bootstrap interval over people (and seeds), the per-seed values and the paired
+    difference from `original` with a verdict; and "generated_vs_classical": the paired differences of each
+    generator row from blur, pixelate and mask. Computed from the per-person hits the result keeps, so a
+    saved JSON gives the same tables."""
+    rows = {r["method"]: r for r in result["rows"]}
+    original = rows["original"]
+    result["summary"] = [{"method": m, **_bootstrap(r, original, resamples, seed)} for m, r in rows.items()]
+    result["generated_vs_classical"] = [
+        {"method": g, "against": c, **_bootstrap(rows[g], rows[c], resamples, seed)}
+        for g in (_label(m) for m in GENERATOR_METHODS) if g in rows for c in CLASSICAL if c in rows]
+    return result
 
 
 def _ci(b) -> str:
@@ -239,6 +251,14 @@ def markdown_table(result: dict) -> str:
     noise = [m for m, a, f in verdicts if a == "within noise" and f == "within noise"]
     if noise:
         lines.append(f"Within noise of original (PCK@0.2 and face PCK): {', '.join(noise)}.")
+    pairs = [c for c in result.get("generated_vs_classical", []) if "diff" in c["pck@0.2"]]
+    if pairs:
+        lines += ["", "| generated vs classical | PCK@0.2 difference [95% CI] | verdict | face PCK@0.2 difference "
+                  "[95% CI] | verdict |", "|---|---|---|---|---|"]
+        for c in pairs:
+            p, f = c["pck@0.2"], c["face_pck"]
+            lines.append(f"| {c['method']} − {c['against']} | {_diff(p)} | {p['verdict']} | {_diff(f)} | "
+                         f"{f['verdict']} |")
     return "\n".join(lines)
 
 
@@ -269,7 +289,7 @@ def main(argv=None) -> int:
         result = json.loads(Path(args.from_json).read_text())
         if any("per_person" not in run for row in result.get("rows", []) for run in row["runs"]):
             p.error(f"{args.from_json}: no per-person scores (written by an older version); rerun the experiment")
-        result["summary"] = summarize(result)
+        analyse(result)
         print(markdown_table(result))
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

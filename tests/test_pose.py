@@ -2,6 +2,7 @@
 evaluation against the BlazePose teacher on held-out originals, the CLI and its errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from toolkit.keypoints import FLIP_PERMUTATION
 from toolkit.pose import data as D
 from toolkit.pose.model import (ALLOWED_ONNX_OPS, MAX_PARAMS, PRESETS, PoseNet, budget, decode_heatmaps,
                                 disallowed_modules, get_preset, render_heatmaps)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------------------------------------- architecture
@@ -368,3 +371,38 @@ def test_quantize_accepts_a_pose_run(tiny_pose_run, tmp_path, capsys):
     # None would mean the integer lowering rejected the graph: the C code could not run this model
     lsb = step["metrics"]["int8_reference_vs_onnxruntime_max_lsb"]
     assert lsb is not None and lsb <= 1, step["metrics"]
+
+
+def test_pose_experiment_tables_recompute_from_saved_per_person_scores(tmp_path, capsys):
+    import importlib.util
+
+    from toolkit.pose.evaluate import PCK_ALPHA
+
+    spec = importlib.util.spec_from_file_location("pose_experiment", ROOT / "benchmarks" / "pose_experiment.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    hits, counts, _ = _bootstrap_case(people=10)
+    per_kp = np.repeat(counts[:, None], 7, axis=1)  # every person: `counts` views of each keypoint
+
+    def row(method, h):  # h (seeds, people): the same hit count on every keypoint
+        runs = [{"seed": k, "train_s": 1.0, "images_used": 5, "images_skipped": 0, "oks": 0.1,
+                 "per_person": {f"hits@{PCK_ALPHA:g}": np.repeat(hk[:, None], 7, axis=1).tolist(),
+                                "keypoints": per_kp.tolist()}} for k, hk in enumerate(h)]
+        return {"method": method, "runs": runs}
+
+    result = {"train_images": 5, "heldout_images": 3, "heldout_people": 10, "views_per_person": 4, "seeds": [0, 1, 2],
+              "settings": {"preset": "tiny", "steps": 300},
+              "rows": [row("original", hits), row("ddpm (teacher)", hits), row("mask", hits // 4),
+                       row("untrained", hits[:1] // 10)]}
+    exp.analyse(result)
+    verdicts = {s["method"]: (s["pck@0.2"].get("verdict"), s["face_pck"].get("verdict")) for s in result["summary"]}
+    assert verdicts == {"original": (None, None), "ddpm (teacher)": ("within noise",) * 2, "mask": ("worse",) * 2,
+                        "untrained": (None, None)}  # untrained: one unseeded model, nothing to pair with
+    assert [(c["method"], c["against"], c["pck@0.2"]["verdict"]) for c in result["generated_vs_classical"]] == [
+        ("ddpm (teacher)", "mask", "better")]
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    assert exp.main(["--from-json", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert table == exp.markdown_table(result) + "\n"
+    assert "| mask | 5 / 0 |" in table and "| ddpm (teacher) − mask |" in table and "worse" in table
