@@ -14,12 +14,13 @@ Statistics: every figure is pooled over the training seeds, with a 95% percentil
 resamples held-out PEOPLE (all views of a person move together) and the training seeds
 (`toolkit.pose.evaluate.bootstrap_people`). Each method is compared with `original` on the same people and seeds
 (seed k of every method starts from the same weights and draws the same batches): the difference and its
-interval, and a verdict: "within noise" when the interval contains 0, else "worse" / "better". The JSON keeps
+interval, and a verdict: "within noise" when the interval contains 0, else "worse" / "better"; a second table
+compares the generated faces with blur, pixelate and mask the same way. The JSON keeps
 the per-seed, per-person hits so the table can be recomputed (`--from-json FILE`).
 
 Default data: the bundled sample photos (`toolkit assets fetch`), split by photo: the held-out photos
-(astronaut, biden, messi5, two vtest frames) never appear in training. A handful of photos and about a dozen
-held-out people: expect wide intervals.
+(astronaut, biden, messi5, two vtest frames) never appear in training, though some vtest pedestrians walk
+through training frames too. A handful of photos and about a dozen held-out people: expect wide intervals.
 """
 
 from __future__ import annotations
