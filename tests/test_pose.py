@@ -2,6 +2,7 @@
 evaluation against the BlazePose teacher on held-out originals, the CLI and its errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from toolkit.keypoints import FLIP_PERMUTATION
 from toolkit.pose import data as D
 from toolkit.pose.model import (ALLOWED_ONNX_OPS, MAX_PARAMS, PRESETS, PoseNet, budget, decode_heatmaps,
                                 disallowed_modules, get_preset, render_heatmaps)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------------------------------------- architecture
@@ -122,6 +125,82 @@ def test_training_beats_untrained_on_heldout_originals(tiny_pose_run, pose_photo
     assert trained["pck@0.2"] > untrained["pck@0.2"] + 0.15, (trained["pck@0.2"], untrained["pck@0.2"])
     assert trained["mean_error"] < untrained["mean_error"]
     assert 0.0 <= trained["oks"] <= 1.0 and trained["oks"] > untrained["oks"]
+    # the per-person hits (what the experiment's bootstrap resamples) add up to the pooled figures
+    hits, counts = np.array(trained["per_person"]["hits@0.2"]), np.array(trained["per_person"]["keypoints"])
+    assert hits.shape == counts.shape == (trained["people"], 7) and counts.sum() == trained["keypoints"]
+    assert hits.sum() / counts.sum() == pytest.approx(trained["pck@0.2"])
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def test_person_hits_sum_each_persons_views():
+    from toolkit.pose.evaluate import person_hits
+
+    target = np.zeros((3, 7, 2))
+    pred = target.copy()
+    pred[1, 0] = [5.0, 0.0]  # person 0's second view: nose 0.5 person sizes off
+    mask = np.ones((3, 7), bool)
+    mask[2, 6] = False  # person 1: right shoulder unseen
+    hits, counts = person_hits(pred, target, mask, np.full(3, 10.0), np.array([0, 0, 1]), people=2)
+    assert counts.tolist() == [[2] * 7, [1] * 6 + [0]]
+    assert hits.tolist() == [[1] + [2] * 6, [1] * 6 + [0]]
+
+
+def _bootstrap_case(seed=0, people=12, seeds=3):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(20, 60, people)
+    rate = rng.uniform(0.2, 0.6, people)  # people differ a lot: the resampling unit matters
+    hits = rng.binomial(np.broadcast_to(counts, (seeds, people)), rate)
+    return hits, counts, rate
+
+
+def test_bootstrap_people_identical_inputs_are_within_noise():
+    from toolkit.pose.evaluate import bootstrap_people
+
+    hits, counts, _ = _bootstrap_case()
+    b = bootstrap_people(hits, counts, hits.copy(), resamples=500)
+    assert b["diff"] == 0.0 and b["diff_ci"][1] - b["diff_ci"][0] < 1e-12 and b["verdict"] == "within noise"
+    assert b["value"] == pytest.approx(hits.sum() / (3 * counts.sum()))
+    assert b["ci"][0] < b["value"] < b["ci"][1] and b["ci"][1] - b["ci"][0] > 0.02  # people vary: a real width
+    assert b["seed_values"] == pytest.approx(list(hits.sum(1) / counts.sum()))
+
+
+def test_bootstrap_people_detects_a_clear_shift_and_not_a_seed_wobble():
+    from toolkit.pose.evaluate import bootstrap_people
+
+    hits, counts, _ = _bootstrap_case()
+    worse = np.maximum(hits - (0.25 * counts).astype(int), 0)  # every person loses a quarter of the keypoints
+    b = bootstrap_people(worse, counts, hits)
+    assert b["verdict"] == "worse" and b["diff_ci"][1] < 0 and b["diff"] < -0.2
+    assert bootstrap_people(hits, counts, worse)["verdict"] == "better"
+    # one person much better, one much worse (equal counts): no consistent difference over people
+    counts = np.full(12, 40)
+    base = np.full((3, 12), 20)
+    mixed = base.copy()
+    mixed[:, 0], mixed[:, 1] = 38, 2
+    assert bootstrap_people(mixed, counts, base)["verdict"] == "within noise"
+
+
+def test_bootstrap_people_is_seeded_and_resamples_whole_people():
+    from toolkit.pose.evaluate import bootstrap_people
+
+    hits, counts, _ = _bootstrap_case()
+    a = bootstrap_people(hits, counts, hits // 2, seed=3)
+    assert a == bootstrap_people(hits, counts, hits // 2, seed=3)
+    assert a["ci"] != bootstrap_people(hits, counts, hits // 2, seed=4)["ci"]
+    # The unit is the person: people who all score 20 of 40 give a zero-width interval (a bootstrap over
+    # keypoints would see 0.5 +- 0.08), and the seeds are resampled too: identical seeds add no width.
+    same = bootstrap_people(np.full((3, 10), 20), np.full(10, 40))
+    assert same["ci"] == [0.5, 0.5] and same["value"] == 0.5
+    seeds_differ = bootstrap_people(np.array([[10] * 10, [20] * 10, [30] * 10]), np.full(10, 40))
+    assert seeds_differ["value"] == 0.5 and seeds_differ["ci"][0] < 0.4 and seeds_differ["ci"][1] > 0.6
+    with pytest.raises(ValueError, match="counts"):
+        bootstrap_people(hits, counts[:-1])
+    with pytest.raises(ValueError, match="baseline"):
+        bootstrap_people(hits, counts, hits[:2])
+    with pytest.raises(ValueError, match="hits <= counts"):
+        bootstrap_people(hits + 1000, counts)
 
 
 def test_run_artifact(tiny_pose_run, pose_photos):
@@ -292,3 +371,38 @@ def test_quantize_accepts_a_pose_run(tiny_pose_run, tmp_path, capsys):
     # None would mean the integer lowering rejected the graph: the C code could not run this model
     lsb = step["metrics"]["int8_reference_vs_onnxruntime_max_lsb"]
     assert lsb is not None and lsb <= 1, step["metrics"]
+
+
+def test_pose_experiment_tables_recompute_from_saved_per_person_scores(tmp_path, capsys):
+    import importlib.util
+
+    from toolkit.pose.evaluate import PCK_ALPHA
+
+    spec = importlib.util.spec_from_file_location("pose_experiment", ROOT / "benchmarks" / "pose_experiment.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    hits, counts, _ = _bootstrap_case(people=10)
+    per_kp = np.repeat(counts[:, None], 7, axis=1)  # every person: `counts` views of each keypoint
+
+    def row(method, h):  # h (seeds, people): the same hit count on every keypoint
+        runs = [{"seed": k, "train_s": 1.0, "images_used": 5, "images_skipped": 0, "oks": 0.1,
+                 "per_person": {f"hits@{PCK_ALPHA:g}": np.repeat(hk[:, None], 7, axis=1).tolist(),
+                                "keypoints": per_kp.tolist()}} for k, hk in enumerate(h)]
+        return {"method": method, "runs": runs}
+
+    result = {"train_images": 5, "heldout_images": 3, "heldout_people": 10, "views_per_person": 4, "seeds": [0, 1, 2],
+              "settings": {"preset": "tiny", "steps": 300},
+              "rows": [row("original", hits), row("ddpm (teacher)", hits), row("mask", hits // 4),
+                       row("untrained", hits[:1] // 10)]}
+    exp.analyse(result)
+    verdicts = {s["method"]: (s["pck@0.2"].get("verdict"), s["face_pck"].get("verdict")) for s in result["summary"]}
+    assert verdicts == {"original": (None, None), "ddpm (teacher)": ("within noise",) * 2, "mask": ("worse",) * 2,
+                        "untrained": (None, None)}  # untrained: one unseeded model, nothing to pair with
+    assert [(c["method"], c["against"], c["pck@0.2"]["verdict"]) for c in result["generated_vs_classical"]] == [
+        ("ddpm (teacher)", "mask", "better")]
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    assert exp.main(["--from-json", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert table == exp.markdown_table(result) + "\n"
+    assert "| mask | 5 / 0 |" in table and "| ddpm (teacher) − mask |" in table and "worse" in table

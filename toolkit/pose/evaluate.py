@@ -81,11 +81,77 @@ def keypoint_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, ref
     }
 
 
+def person_hits(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, ref: np.ndarray, owner: np.ndarray,
+                people: int, alpha: float = PCK_ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """Per person and keypoint, summed over the person's views: keypoints within alpha person sizes (people, 7)
+    and keypoints evaluated (people, 7). The unit a bootstrap over people resamples (`bootstrap_people`)."""
+    d = np.linalg.norm(pred - target, axis=-1) / ref[:, None]
+    hits, counts = np.zeros((people, 7), np.int64), np.zeros((people, 7), np.int64)
+    np.add.at(hits, owner, (d <= alpha) & mask)
+    np.add.at(counts, owner, mask)
+    return hits, counts
+
+
 def evaluate_regions(net: PoseNet, regions: D.Regions, views_per_person: int = 4, seed: int = 0) -> dict:
-    imgs, kps, vis, refs, _ = D.eval_views(regions, views_per_person, seed, net.resolution)
+    """Metrics over all views, plus `per_person` PCK@0.2 hits and counts per keypoint (lists, people x 7)."""
+    imgs, kps, vis, refs, owner = D.eval_views(regions, views_per_person, seed, net.resolution)
     inside = (kps[..., 0] >= 0) & (kps[..., 0] < net.resolution) & (kps[..., 1] >= 0) & (kps[..., 1] < net.resolution)
     pred, _ = predict(net, imgs)
-    return {**keypoint_metrics(pred, kps, vis & inside, refs), "people": len(regions), "views": len(imgs)}
+    hits, counts = person_hits(pred, kps, vis & inside, refs, owner, len(regions))
+    return {**keypoint_metrics(pred, kps, vis & inside, refs), "people": len(regions), "views": len(imgs),
+            "per_person": {"source": list(regions.source), f"hits@{PCK_ALPHA:g}": hits.tolist(),
+                           "keypoints": counts.tolist()}}
+
+
+def bootstrap_people(hits, counts, baseline_hits=None, resamples: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Pooled PCK over training seeds with a percentile bootstrap interval over held-out PEOPLE.
+
+    hits (seeds, people): keypoints within the PCK threshold per training seed and person (all the person's
+    views summed, so they move together); counts (people,): keypoints evaluated per person (the same for every
+    seed and method: the views and teacher labels do not depend on the model). Figure: sum of hits / (seeds *
+    sum of counts). Each draw resamples people with replacement and, independently, the training seeds (a
+    two-way bootstrap: both the people and the training run are noise). With `baseline_hits` (same shape, same
+    people, seed k trained like the method's seed k) the difference figure - baseline is bootstrapped paired:
+    one draw uses the same people and seeds for both, and `verdict` says "within noise" when its interval
+    contains 0, else "better" or "worse". Deterministic for a given `seed`.
+    """
+    hits = np.atleast_2d(np.asarray(hits, dtype=float))
+    counts = np.asarray(counts, dtype=float)
+    n_seeds, n_people = hits.shape
+    if counts.shape != (n_people,):
+        raise ValueError(f"counts has shape {counts.shape}; expected ({n_people},), one per person")
+    if counts.sum() <= 0 or (hits < 0).any() or (hits > counts).any():
+        raise ValueError("need 0 <= hits <= counts per person and at least one evaluated keypoint")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError("resamples must be >= 1 and level in (0, 1)")
+    rng = np.random.default_rng(seed)
+    # multiplicity of each person / seed in each draw
+    w_people = np.stack([np.bincount(rng.integers(0, n_people, n_people), minlength=n_people) for _ in range(resamples)])
+    w_seeds = np.stack([np.bincount(rng.integers(0, n_seeds, n_seeds), minlength=n_seeds) for _ in range(resamples)])
+    tail = 100 * (1 - level) / 2
+
+    def figure(h):
+        return h.sum() / (n_seeds * counts.sum())
+
+    def draws(h):
+        return np.einsum("bs,sp,bp->b", w_seeds, h, w_people) / (n_seeds * (w_people @ counts))
+
+    def interval(x):
+        lo, hi = np.percentile(x, [tail, 100 - tail])
+        return [float(lo), float(hi)]
+
+    out = {"value": float(figure(hits)), "ci": interval(draws(hits)),
+           "seed_values": [float(v) for v in hits.sum(axis=1) / counts.sum()],
+           "level": level, "resamples": resamples, "people": n_people, "seeds": n_seeds}
+    if baseline_hits is not None:
+        base = np.atleast_2d(np.asarray(baseline_hits, dtype=float))
+        if base.shape != hits.shape or (base < 0).any() or (base > counts).any():
+            raise ValueError(f"baseline_hits has shape {base.shape}; expected {hits.shape} within the counts")
+        lo, hi = interval(draws(hits) - draws(base))
+        out.update(diff=float(figure(hits) - figure(base)), diff_ci=[lo, hi],
+                   verdict="within noise" if lo <= 0 <= hi else ("better" if lo > 0 else "worse"))
+    return out
 
 
 def original_regions(paths, people: dict | None = None, progress: bool = True) -> tuple[D.Regions, dict]:
