@@ -40,6 +40,10 @@ class PoseInputs:
             from toolkit.pose.multi import compose_frames
 
             imgs, *_ = compose_frames(self.regions, int(n), rng, self.net.resolution)
+        elif self.net.verifier:  # the verifier's own training frames (toolkit.pose.heads)
+            from toolkit.pose.heads import compose_frames as compose_verifier_frames
+
+            imgs, _ = compose_verifier_frames(self.regions, int(n), rng, self.net.resolution)
         else:
             imgs, *_ = D.random_views(self.regions, int(n), rng, self.net.resolution)
         return D.to_model_input(imgs)
@@ -89,7 +93,8 @@ def quantize_pose(model_run, target: str, out, settings, tflite: bool = True, pr
         input={"shape": [1, 3, S, S], "layout": "NCHW", "content": "RGB frame, uint8 p -> p / 127.5 - 1"},
         output={"shape": [1, net.out_channels, H, H], "outputs": net.preset.outputs,
                 "content": "head centre, 7 visibilities, 14 keypoint offsets (toolkit.pose.multi)"
-                if net.multi_person else "keypoint heatmaps (toolkit.keypoints.NAMES order)",
+                if net.multi_person else "face-presence logit per cell (toolkit.pose.heads)" if net.verifier
+                else "keypoint heatmaps (toolkit.keypoints.NAMES order)",
                 "stride": net.stride, "decoding": net.config()["decoding"]},
         steps={"0": result},
         quantization=settings_dict(settings),
