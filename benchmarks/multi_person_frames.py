@@ -13,9 +13,11 @@ mirrored) and on blank and background frames, and prints a Markdown table:
   every replaced box. The product requires 0.
 - refused: no_face / too_many_faces / verify_failed (the pose net's re-run on the output, or with --verifier
   the independent face-presence net (toolkit.pose.heads), sees a face outside the replaced boxes; the column
-  "by the verifier" counts the frames only the verifier refused). A refused frame with people is a false refusal when
-  it held no more people than the device replaces (every face could have been replaced); frames without
-  anyone are always refused (the pipeline only releases frames with a replaced face).
+  "by the verifier" counts the frames only the verifier refused). A verify_failed frame is a rightful refusal
+  when the same frame without the verify passes would have left with a face (column "refused, a face would
+  have been left"), else a false refusal; a no_face / too_many_faces frame with people is a false refusal when
+  it held no more people than the device replaces; frames without anyone are always refused (the pipeline
+  only releases frames with a replaced face).
 - RAM and flash of the whole pipeline (frame + shared model buffers + scratch; all networks + tables).
 Per-stage instructions come from `toolkit bench --pipeline --board qemu-m7` (docs/firmware.md).
 """
@@ -56,12 +58,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
+    import dataclasses
+
     from toolkit.onboard import frames as F
     from toolkit.onboard import reference as R
     from toolkit.onboard.config import build_pipeline, config_flash_bytes, memory_plan
 
     pipe = build_pipeline(args.pose, args.model, "pose_step0", "student", verifier_run=args.verifier)
     graphs = pipe.graphs
+    unverified = dataclasses.replace(pipe, verify=False, verifier=None)
     by_people: dict[int, Counter] = {}
     for i, (label, frame, people) in enumerate(F.multi_person_frames(args.frames, pipe.frame_size)):
         out, info = R.anonymize_frame(frame, pipe, args.seed + i)
@@ -71,6 +76,12 @@ def main(argv=None) -> int:
         c["by_verifier"] += bool(info.get("verifier_left"))
         if out is not None:
             c["left"] += F.faces_left(out, [f["box"] for f in info["faces"]], people) > 0
+        elif info["status"] == R.STATUS_VERIFY_FAILED:  # would it have left with a face without the checks?
+            out0, info0 = R.anonymize_frame(frame, unverified, args.seed + i)
+            if F.faces_left(out0, [f["box"] for f in info0["faces"]], people):
+                c["rightly_refused"] += 1
+            else:
+                c["false_refusal"] += 1
         elif len(people) <= pipe.max_faces:
             c["false_refusal"] += 1
     empty = Counter()
@@ -82,20 +93,21 @@ def main(argv=None) -> int:
 
     print(f"## Multi-person frames (host reference = firmware), pose {args.pose}")
     print()
-    print("| people per frame | frames | delivered | delivered with a face left | false refusals | no_face | "
-          "too_many_faces | verify_failed | by the verifier |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| people per frame | frames | delivered | delivered with a face left | refused, a face would have been left "
+          "| false refusals | no_face | too_many_faces | verify_failed | by the verifier |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     total = Counter()
     for n in sorted(by_people):
         c = by_people[n]
         total.update(c)
-        print(f"| {n} | {c['frames']} | {c['ok']} ({c['ok'] / c['frames']:.0%}) | {c['left']} | {c['false_refusal']} | "
+        print(f"| {n} | {c['frames']} | {c['ok']} ({c['ok'] / c['frames']:.0%}) | {c['left']} | {c['rightly_refused']} | "
+              f"{c['false_refusal']} | "
               f"{c['no_face']} | {c['too_many_faces']} | {c['verify_failed']} | {c['by_verifier']} |")
     t = total
     print(f"| **1-4** | {t['frames']} | {t['ok']} ({t['ok'] / max(t['frames'], 1):.0%}) | **{t['left']}** "
-          f"({t['left'] / max(t['ok'], 1):.0%} of delivered) | {t['false_refusal']} | {t['no_face']} | "
+          f"({t['left'] / max(t['ok'], 1):.0%} of delivered) | {t['rightly_refused']} | {t['false_refusal']} | {t['no_face']} | "
           f"{t['too_many_faces']} | {t['verify_failed']} | {t['by_verifier']} |")
-    print(f"| none (blank, scenes) | {empty['frames']} | {empty['ok']} | - | (refused by design: {empty['frames'] - empty['ok']}) | "
+    print(f"| none (blank, scenes) | {empty['frames']} | {empty['ok']} | - | - | (refused by design: {empty['frames'] - empty['ok']}) | "
           f"{empty['no_face']} | {empty['too_many_faces']} | {empty['verify_failed']} | {empty['by_verifier']} |")
     from toolkit.deploy.codegen import plan_arena
 

@@ -37,16 +37,24 @@ def test_composed_verifier_frames_hold_their_faces(quantized_verifier_run):
     assert sum(len(f) for f in faces) >= 6
 
 
-def test_threshold_is_calibrated_on_training_frames_and_rounded_down(verified_pipeline, quantized_verifier_run):
+def test_threshold_is_calibrated_on_training_frames_of_the_int8_net(verified_pipeline, quantized_verifier_run):
+    import math
+
     manifest = json.loads((quantized_verifier_run / "toolkit.json").read_text())
-    cal = manifest["source"]["manifest"]["verifier"]
-    assert "training regions" in cal["data"] and cal["faces"] > 0
-    assert cal["threshold"] == cal["lowest_face_score"] / cal["margin"]
-    assert cal["replaced_faces"]["frames"] >= 1  # trained on the pipeline's own outputs too
+    source = manifest["source"]["manifest"]["verifier"]  # the float net's calibration, at training
+    assert "training regions" in source["data"] and source["faces"] > 0
+    assert source["threshold"] == source["lowest_face_score"] / source["margin"]
+    assert source["replaced_faces"]["frames"] >= 1  # trained on the pipeline's own outputs too
+    cal = manifest["verifier"]  # the int8 net's, at quantization: same frames (seed), int8 outputs
+    assert cal["seed"] == source["seed"] and cal["faces"] == source["faces"]
     v = verified_pipeline.verifier
     t = v.graph.tensors[v.graph.output]
-    # the int8 threshold is the calibrated logit rounded down to the output's grid (never stricter)
-    assert (v.min_value - t.zero_point) * t.scale <= cal["threshold_logit"] < (v.min_value + 1 - t.zero_point) * t.scale
+    assert v.min_value == cal["min_value"] <= cal["lowest_face_output"]  # every validation face lights a cell
+    lowest_p = 1 / (1 + math.exp(-(cal["lowest_face_output"] - t.zero_point) * t.scale))
+    assert abs(cal["threshold"] - lowest_p / cal["margin"]) < 1e-9
+    # min_value is the threshold's logit rounded down to the output grid: never stricter than calibrated
+    logit = math.log(cal["threshold"] / (1 - cal["threshold"]))
+    assert (v.min_value - t.zero_point) * t.scale <= logit < (v.min_value + 1 - t.zero_point) * t.scale
     assert verified_pipeline.model_names[-1] == v.name == "verifier_step0"
 
 

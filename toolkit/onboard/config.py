@@ -136,28 +136,26 @@ def _quantized(run_dir, what: str) -> dict:
 
 
 def build_verifier(verifier_run, name: str, frame_size: int) -> VerifierConst:
-    """The verifier's constants from its quantized artifact: the int8 threshold is the calibrated logit
-    (`toolkit.pose.heads.calibrate`, in the source run's manifest) rounded down to the output's grid, so the
-    int8 net lights at least the cells the float one does at that threshold (up to its rounding)."""
+    """The verifier's constants from its quantized artifact: the int8 threshold calibrated on the int8 net's
+    outputs by `toolkit quantize` (`toolkit.pose.heads.calibrate_int8`, `verifier` in its manifest)."""
     from toolkit.deploy.export import model_units
 
     vm = _quantized(verifier_run, "--verifier")
     if vm.get("model_kind") != "pose" or (vm.get("output") or {}).get("outputs") != "heads":
         raise ValueError(f"--verifier {verifier_run}: not a quantized face-presence verifier (train one with "
                          "`toolkit pose train --preset heads96`, then `toolkit quantize`)")
-    cal = ((vm.get("source") or {}).get("manifest") or {}).get("verifier") or {}
-    if "threshold_logit" not in cal:
-        raise ValueError(f"--verifier {verifier_run}: its source run has no calibrated threshold (`verifier` in "
-                         "its toolkit.json); retrain it with this toolkit")
+    cal = vm.get("verifier") or {}
+    if "min_value" not in cal:
+        raise ValueError(f"--verifier {verifier_run}: no calibrated int8 threshold (`verifier` in its "
+                         "toolkit.json); quantize the verifier run with this toolkit")
     onnx = model_units(verifier_run)[0][0][1]
     g = _load_graph(onnx)
     t_in, t_out = g.tensors[g.input], g.tensors[g.output]
     if tuple(t_in.shape) != (1, frame_size, frame_size, 3) or t_out.shape[3] != 1 or frame_size % t_out.shape[1]:
         raise ValueError(f"--verifier: takes {t_in.shape} -> {t_out.shape}; the pipeline's frames are "
                          f"{frame_size}x{frame_size}x3 and it must output one map")
-    q = math.floor(float(cal["threshold_logit"]) / float(t_out.scale)) + int(t_out.zero_point)
     return VerifierConst(name, g, str(onnx), pose_input_lut(t_in.scale, t_in.zero_point),
-                         frame_size // int(t_out.shape[1]), int(min(max(q, -127), 127)), float(cal["threshold"]))
+                         frame_size // int(t_out.shape[1]), int(cal["min_value"]), float(cal["threshold"]))
 
 
 def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,

@@ -147,12 +147,11 @@ def cv2_dilate(t: np.ndarray) -> np.ndarray:
 
 
 def face_scores(prob: np.ndarray, faces, stride: int) -> list[float]:
-    """Per face (one frame): the largest probability over the cells holding its points and their 8
-    neighbours (what the verifier must exceed to see it)."""
-    cells = prob.shape[-1]
+    """Per face (one frame): the largest value (probability, or int8 output) over the cells holding its points
+    and their 8 neighbours (what the verifier must exceed to see it)."""
     out = []
     for pts in faces:
-        best = 0.0
+        best = -math.inf
         for x, y in pts:
             ix, iy = int(x // stride), int(y // stride)
             win = prob[max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2]
@@ -182,6 +181,36 @@ def calibrate(net, regions, seed: int, frames: int = CALIBRATION_FRAMES, size: i
             "lowest_face_score": lowest, "faces": len(scores), "frames": frames, "seed": seed,
             "margin": CALIBRATION_MARGIN, "empty_frames_lit": float(np.mean(empty)) if empty else None,
             "data": "frames composed from the training regions (other seed), never the measurement frames"}
+
+
+def calibrate_int8(graph, regions, seed: int, frames: int = CALIBRATION_FRAMES, size: int = 96) -> dict:
+    """The int8 threshold of a quantized verifier (toolkit.deploy IntGraph), calibrated as `calibrate` does
+    on the same frames (same seed) but on the int8 outputs: quantization shifts logits by whole units, so
+    the float threshold does not carry over. min_value: the int8 output at or above which a cell holds a
+    face, = the lowest face's output taken to a probability, divided by CALIBRATION_MARGIN, back to the grid
+    (rounded down)."""
+    from toolkit.deploy import int8ref
+    from toolkit.pose.data import to_model_input
+
+    imgs, faces = compose_frames(regions, frames, np.random.default_rng(seed), size)
+    t = graph.tensors[graph.output]
+    stride = size // int(t.shape[1])
+    scores, empty = [], []
+    for img, f in zip(imgs, faces):
+        q = int8ref.run(graph, int8ref.quantize_input(graph, to_model_input(img[None]).numpy()))[0][..., 0]
+        q = q.astype(np.int64)
+        scores += face_scores(q, f, stride)
+        if not f:
+            empty.append(int(q.max()))
+    if not scores:
+        raise ValueError("calibration frames hold no face: too few usable people in the training regions")
+    lowest = int(min(scores))
+    p = 1.0 / (1.0 + math.exp(-(lowest - t.zero_point) * float(t.scale))) / CALIBRATION_MARGIN
+    min_value = int(min(max(math.floor(math.log(p / (1 - p)) / float(t.scale)) + t.zero_point, -127), 127))
+    return {"min_value": min_value, "threshold": p, "lowest_face_output": lowest, "faces": len(scores),
+            "frames": frames, "seed": seed, "margin": CALIBRATION_MARGIN,
+            "empty_frames_lit": float(np.mean([m >= min_value for m in empty])) if empty else None,
+            "data": "frames composed from the training regions (the float calibration's seed), int8 reference"}
 
 
 def cells_left(prob_or_q: np.ndarray, min_value, boxes, stride: int) -> list[tuple[int, int]]:

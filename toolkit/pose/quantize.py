@@ -81,6 +81,17 @@ def quantize_pose(model_run, target: str, out, settings, tflite: bool = True, pr
 
             shutil.rmtree(out, ignore_errors=True)
         raise
+    verifier = None
+    if net.verifier:  # its int8 threshold, calibrated on the int8 outputs (toolkit.pose.heads)
+        from toolkit.deploy.ir import load_qdq
+        from toolkit.pose.heads import calibrate_int8
+
+        seed = ((source.get("verifier") or {}).get("seed"))
+        if seed is None:
+            raise ValueError(f"--model {model_run}: a verifier run without its calibration (`verifier` in "
+                             "toolkit.json); retrain it with this toolkit")
+        verifier = calibrate_int8(load_qdq(out / "step0" / result["files"]["qdq_onnx"]), inputs.regions, int(seed),
+                                  size=net.resolution)
     result["files"] = {name: f"step0/{rel}" for name, rel in result["files"].items()}
     S, H = net.resolution, net.heatmap_size
     return write_manifest(
@@ -97,6 +108,7 @@ def quantize_pose(model_run, target: str, out, settings, tflite: bool = True, pr
                 else "keypoint heatmaps (toolkit.keypoints.NAMES order)",
                 "stride": net.stride, "decoding": net.config()["decoding"]},
         steps={"0": result},
+        verifier=verifier,
         quantization=settings_dict(settings),
         calibration={"data": str((model_run / REGIONS_FILE).resolve()), "people": len(inputs.regions),
                      "held_out": "training regions, other seeds (other augmented views)",
