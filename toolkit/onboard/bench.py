@@ -324,6 +324,8 @@ def run(args, out: Path) -> int:
     print(stage_table(result))
     print(f"bit-exact with the host reference (frame, keypoints, box) on {s['frames']} frames: "
           f"{'yes' if s['all_bit_exact'] else 'NO'}; no-person frame failed closed: {'yes' if s['fail_closed'] else 'NO'}")
+    if result.get("verifier"):
+        print(f"refused by the verifier (a face outside the replaced boxes): {s['verifier_refusals']} frame(s)")
     if any("faces_left" in r for r in result["results"]):
         print(f"delivered frames with a face left untouched: {s['delivered_with_face_left']} "
               f"(of {sum(r['status_device'] == 'ok' for r in result['results'])} delivered)")

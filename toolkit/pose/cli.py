@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                    help="teacher or student run that generates the replacement faces (--method ddpm)")
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     t.add_argument("--size", type=int, default=96, help="model input size (pixels, divisible by 16)")
-    t.add_argument("--preset", default="mcu96", help="architecture preset: mcu96 (~230k params), tiny, or multi96 / multi_tiny (multi-person: head centres + keypoint offsets, for the frame pipeline)")
+    t.add_argument("--preset", default="mcu96", help="architecture preset: mcu96 (~230k params), tiny, or multi96 / multi_tiny (multi-person: head centres + keypoint offsets, for the frame pipeline), or heads96 / heads_tiny (the frame pipeline's face-presence verifier, toolkit.pose.heads)")
     t.add_argument("--replaced-by", nargs=2, default=None, metavar=("POSE_Q", "STUDENT_Q"),
                    help="verifier presets (heads96, heads_tiny): the quantized multi-person pose net and student of "
                         "the frame pipeline to verify; half of each batch is that pipeline's output on frames of the "

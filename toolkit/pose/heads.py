@@ -12,9 +12,15 @@ On the device (toolkit.onboard.reference.verify_heads, tk_frame.c): a cell whose
 calibrated threshold and whose 4x4 pixels are not all inside one replaced box is a face left: the frame
 fails closed. A face half inside a box therefore still fails the frame (its eye's cell straddles the edge).
 
-The threshold is calibrated for recall on validation frames composed from the TRAINING regions (other
-seeds), never on the frames the pipeline is measured on: the lowest per-face maximum over the validation
-faces, divided by CALIBRATION_MARGIN (`calibrate`), stored in the run's manifest (`verifier`).
+Trained on anonymized photos only, it would also see a face in every patch the student pastes; with the frame
+pipeline's own outputs in its batches (`replaced_batch`, made by toolkit.onboard.frames.replaced_bank) a
+replaced face is a negative and a face the pose net missed a positive.
+
+The threshold is calibrated for recall on validation frames composed from the TRAINING regions (their own
+seed), never on the frames the pipeline is measured on: the lowest per-face maximum over the validation
+faces, as a probability divided by CALIBRATION_MARGIN: `calibrate` on the float net after training (the run's
+manifest, `verifier`), `calibrate_int8` on the int8 net at `toolkit quantize` (the quantized manifest's
+`verifier.min_value`, what the device compares against).
 """
 
 from __future__ import annotations
@@ -134,13 +140,13 @@ def loss(pred: torch.Tensor, faces_per_frame, stride: int) -> torch.Tensor:
 
     cells = pred.shape[-1]
     t = np.stack([target_cells(f, cells, stride) for f in faces_per_frame])[:, None]
-    near = cv2_dilate(t) - t  # neighbours of positives
+    near = _dilate3(t) - t  # neighbours of positives
     target = torch.from_numpy(t)
     weight = torch.from_numpy(np.where(t > 0, POS_WEIGHT, np.where(near > 0, 0.0, 1.0)).astype(np.float32))
     return (Fn.binary_cross_entropy_with_logits(pred, target, reduction="none") * weight).sum() / pred.shape[0]
 
 
-def cv2_dilate(t: np.ndarray) -> np.ndarray:
+def _dilate3(t: np.ndarray) -> np.ndarray:
     """3x3 maximum filter of (B, 1, h, w) maps."""
     k = np.ones((3, 3), np.uint8)
     return np.stack([cv2.dilate(m[0], k)[None] for m in t])

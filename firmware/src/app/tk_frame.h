@@ -13,7 +13,7 @@
  *
  * Fail closed: when no face is found (the head gate: nose and an eye visible, every visible eye / ear /
  * shoulder within 1 / 1.5 / 4 head scales of the nose), a person fails the gate, there are more people than
- * max_faces, the verify pass sees a face left, or anything fails, the frame buffer is zeroed. The
+ * max_faces, the verify pass or the verifier sees a face left, or anything fails, the frame buffer is zeroed. The
  * copies of raw pixels it makes (the pose input, the crop) are zeroed before it returns, in every case. */
 #ifndef TK_FRAME_H
 #define TK_FRAME_H
