@@ -131,3 +131,13 @@ def test_verified_pipeline_fits_stm32h743(verified_pipeline):
     assert f["fits"], f
     assert f["flash_bytes"] == weights + config_flash_bytes(verified_pipeline)
     assert verified_pipeline.verifier.graph.weight_bytes() < weights
+
+
+def test_a_pose_net_is_refused_as_the_verifier(quantized_multi_pose_run, quantized_student_run):
+    import pytest
+
+    from toolkit.onboard.config import build_pipeline
+
+    with pytest.raises(ValueError, match="not a quantized face-presence verifier"):
+        build_pipeline(quantized_multi_pose_run, quantized_student_run, "pose_step0", "student",
+                       verifier_run=quantized_multi_pose_run)

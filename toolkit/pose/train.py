@@ -208,7 +208,8 @@ def train_pose(images, out, *, coco=None, images_root=None, method: str | None =
         raise ValueError(f"--model generates faces for --method ddpm only; drop it or drop --method {method}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out}: exists and is not empty; pick a new run directory")
-    get_preset(settings.preset)
+    if replaced_from is not None and get_preset(settings.preset).outputs != "heads":
+        raise ValueError("--replaced-by applies to the verifier presets (heads96, heads_tiny) only")
     coco_set = None
     if coco is not None:
         from toolkit.pose.coco import load_coco
@@ -243,11 +244,7 @@ def train_pose(images, out, *, coco=None, images_root=None, method: str | None =
         raise ValueError(f"{source}: no usable person found for training ({len(paths)} image(s), "
                          f"{len(report['images_skipped'])} skipped; people need >= {D.MIN_VISIBLE} visible "
                          f"keypoints and >= {D.MIN_PERSON_PX:.0f} px)")
-    replaced, replaced_note = (None, None)
-    if replaced_from is not None:
-        if not get_preset(settings.preset).outputs == "heads":
-            raise ValueError("--replaced-by applies to verifier presets (heads96, heads_tiny) only")
-        replaced, replaced_note = replaced_from(regions)
+    replaced, replaced_note = replaced_from(regions) if replaced_from is not None else (None, None)
     net, losses = fit(regions, settings, progress, replaced=replaced)
     # the verifier's threshold: calibrated for recall on frames of the training regions (another seed)
     calibration = heads.calibrate(net, regions, seed=settings.seed + 1_000_003) if net.verifier else None
