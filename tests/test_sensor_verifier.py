@@ -141,3 +141,31 @@ def test_a_pose_net_is_refused_as_the_verifier(quantized_multi_pose_run, quantiz
     with pytest.raises(ValueError, match="not a quantized face-presence verifier"):
         build_pipeline(quantized_multi_pose_run, quantized_student_run, "pose_step0", "student",
                        verifier_run=quantized_multi_pose_run)
+
+
+def test_verifier_refusals_on_native_are_bit_exact(quantized_multi_pose_run, quantized_student_run,
+                                                    quantized_verifier_run, tmp_path):
+    """The firmware's verifier path that refuses: with its threshold at the bottom of the int8 range every cell is
+    lit, so every frame that reaches the verifier has cells outside its boxes and must be refused (wiped, nothing
+    read back), with the same cell count as the host reference."""
+    import shutil
+
+    from toolkit.cli import main
+
+    strict = tmp_path / "verifier-q"
+    shutil.copytree(quantized_verifier_run, strict)
+    manifest = json.loads((strict / "toolkit.json").read_text())
+    manifest["verifier"]["min_value"] = -128
+    (strict / "toolkit.json").write_text(json.dumps(manifest))
+    out = tmp_path / "bench" / "strict.json"
+    rc = main(["bench", "--pipeline", "--pose", str(quantized_multi_pose_run), "--model", str(quantized_student_run),
+               "--verifier", str(strict), "--board", "native", "--frames", "4", "--out", str(out),
+               "--firmware-dir", str(tmp_path / "fw")])
+    res = json.loads(out.read_text())
+    rows = [r for r in res["results"] if "t_heads" in r]
+    assert rows, "no frame reached the verifier"
+    for r in rows:
+        assert r["status_device"] == r["status_reference"] == "verify_failed", r["frame"]
+        assert r["verifier_left"] == r["verifier_left_reference"] > 0, r["frame"]
+    assert res["summary"]["all_bit_exact"] and res["summary"]["verifier_refusals"] == len(rows)
+    assert rc == 0
