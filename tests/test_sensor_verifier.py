@@ -25,11 +25,24 @@ def test_training_targets_mark_the_cells_of_nose_and_eyes():
     assert sorted(zip(*np.nonzero(t))) == [(0, 5), (2, 1), (2, 3)]
 
 
+def test_ignored_cells_and_the_cells_around_a_face_carry_no_loss():
+    import torch
+
+    pred = torch.zeros(1, 1, 4, 4)  # logit 0 everywhere: every cell costs log 2 (positives 8x)
+    base = float(heads.loss(pred, [[]], 4))
+    ignore = np.zeros((1, 16, 16), bool)
+    ignore[0, :4, :4] = True  # one cell
+    assert abs(float(heads.loss(pred, [[]], 4, ignore)) - base * 15 / 16) < 1e-5
+    face = [np.array([[6.0, 6.0]])]  # cell (1, 1): itself weighted 8x, its 8 neighbours ignored
+    assert abs(float(heads.loss(pred, [face], 4)) - base / 16 * (8 + 16 - 9)) < 1e-5
+
+
 def test_composed_verifier_frames_hold_their_faces(quantized_verifier_run):
     from toolkit.pose.data import Regions
 
     regions = Regions.load(quantized_verifier_run.parent / "heads-tiny" / "train_regions.npz")
-    imgs, faces = heads.compose_frames(regions, 12, np.random.default_rng(0))
+    imgs, faces, ignore = heads.compose_frames(regions, 12, np.random.default_rng(0))
+    assert ignore.shape == (12, 96, 96) and not ignore.any()  # teacher labels: nothing ignored
     assert imgs.shape == (12, 96, 96, 3) and imgs.dtype == np.uint8
     for f in faces:
         for pts in f:

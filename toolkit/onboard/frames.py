@@ -204,7 +204,7 @@ def replaced_bank(regions, pipe, count: int, seed: int):
     rng = np.random.default_rng(seed)
     images, faces, tried = [], [], 0
     while len(images) < count and tried < 4 * count:
-        frame, pts = compose_frame(regions, rng, pipe.frame_size, n=1 + tried % 4)
+        frame, pts, _ = compose_frame(regions, rng, pipe.frame_size, n=1 + tried % 4)
         out, info = anonymize_frame(frame, pipe, tried)
         tried += 1
         if out is None:

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from toolkit.pose.multi import _layout, _warp_rect
+from toolkit.pose.multi import _layout, _warp_ignore, _warp_rect
 
 FACE_POINTS = (0, 1, 2)  # nose, left eye, right eye: what a face left in a frame is judged by
 EMPTY_SHARE = 0.15
@@ -48,17 +48,20 @@ NOISE_SIGMA = (0.0, 8.0)  # sensor noise, uint8 levels
 
 def compose_frame(regions, rng: np.random.Generator, size: int = 96, n: int | None = None):
     """One verifier training frame: (image uint8 (size, size, 3), face points [(xy (k, 2) px)] per person
-    whose nose or an eye is seen in the frame)."""
+    whose nose or an eye is seen in the frame, ignore (size, size) bool: the regions' ignore masks, where an
+    unlabelled face may be)."""
     if n is None:
         n = 0 if rng.random() < EMPTY_SHARE else int(rng.integers(1, MAX_PEOPLE + 1))
     img = np.zeros((size, size, 3), np.uint8)
+    ignore = np.zeros((size, size), bool)
     faces = []
     R = regions.images.shape[1]
     if n == 0:  # background only: a zoomed part of a region away from its person's head
         i = int(rng.integers(len(regions)))
         s = size / (R * float(rng.uniform(0.25, 0.4)))
         x0, y0 = rng.choice([0.0, R * 0.65]), rng.choice([0.0, R * 0.65])
-        img = _warp_rect(regions.images[i], np.array([[s, 0, -s * x0], [0, s, -s * y0]]), size, size)
+        M = np.array([[s, 0, -s * x0], [0, s, -s * y0]])
+        img, ignore = _warp_rect(regions.images[i], M, size, size), _warp_ignore(regions, i, M, size, size)
     else:
         for (sx, sy, w, h) in _layout(n, size):
             i = int(rng.integers(len(regions)))
@@ -72,11 +75,12 @@ def compose_frame(regions, rng: np.random.Generator, size: int = 96, n: int | No
                 M[0] = -M[0]
                 M[0, 2] += w
             img[sy:sy + h, sx:sx + w] = _warp_rect(regions.images[i], M, w, h)
+            ignore[sy:sy + h, sx:sx + w] = _warp_ignore(regions, i, M, w, h)
             pts = kp[list(FACE_POINTS)] @ M[:, :2].T + M[:, 2]
             seen = vis[list(FACE_POINTS)] & (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
             if seen.any():
                 faces.append(pts[seen] + np.array([sx, sy]))
-    return _photometric(img, rng), faces
+    return _photometric(img, rng), faces, ignore
 
 
 def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -93,14 +97,16 @@ def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def compose_frames(regions, n: int, rng: np.random.Generator, size: int = 96):
+    """n frames of `compose_frame`: (images (n, size, size, 3), faces per frame, ignore (n, size, size))."""
     if len(regions) == 0:
         raise ValueError("no person regions to compose frames from")
     imgs = np.zeros((n, size, size, 3), np.uint8)
+    ignore = np.zeros((n, size, size), bool)
     faces = []
     for j in range(n):
-        imgs[j], f = compose_frame(regions, rng, size)
+        imgs[j], f, ignore[j] = compose_frame(regions, rng, size)
         faces.append(f)
-    return imgs, faces
+    return imgs, faces, ignore
 
 
 def replaced_batch(bank, n: int, rng: np.random.Generator):
@@ -133,14 +139,19 @@ def target_cells(faces, cells: int, stride: int) -> np.ndarray:
     return t
 
 
-def loss(pred: torch.Tensor, faces_per_frame, stride: int) -> torch.Tensor:
+def loss(pred: torch.Tensor, faces_per_frame, stride: int, ignore: np.ndarray | None = None) -> torch.Tensor:
     """Per-cell binary cross-entropy on the logits, positives weighted POS_WEIGHT; the 8 cells around a
-    positive carry no loss (a face point near a cell border may light either)."""
+    positive carry no loss (a face point near a cell border may light either), nor do ignored cells
+    (toolkit.pose.data.ignored_cells of `ignore` (B, S, S): an unlabelled person is not background)."""
     import torch.nn.functional as Fn
+
+    from toolkit.pose.data import ignored_cells
 
     cells = pred.shape[-1]
     t = np.stack([target_cells(f, cells, stride) for f in faces_per_frame])[:, None]
     near = _dilate3(t) - t  # neighbours of positives
+    if ignore is not None and ignore.any():
+        near = np.maximum(near, ignored_cells(ignore, stride) * (1 - t))
     target = torch.from_numpy(t)
     weight = torch.from_numpy(np.where(t > 0, POS_WEIGHT, np.where(near > 0, 0.0, 1.0)).astype(np.float32))
     return (Fn.binary_cross_entropy_with_logits(pred, target, reduction="none") * weight).sum() / pred.shape[0]
@@ -172,10 +183,9 @@ def calibrate(net, regions, seed: int, frames: int = CALIBRATION_FRAMES, size: i
     """Threshold for recall: the lowest face score over `frames` validation frames composed from the training
     regions with their own seed, divided by CALIBRATION_MARGIN; plus the share of face-free frames that would
     light a cell (a hint of the false refusals to expect)."""
-    rng = np.random.default_rng(seed)
-    imgs, faces = compose_frames(regions, frames, rng, size)
     from toolkit.pose.data import to_model_input
 
+    imgs, faces, _ = compose_frames(regions, frames, np.random.default_rng(seed), size)
     prob = torch.sigmoid(net.eval()(to_model_input(imgs))).numpy()[:, 0]
     scores = [s for p, f in zip(prob, faces) for s in face_scores(p, f, net.stride)]
     if not scores:
@@ -198,7 +208,7 @@ def calibrate_int8(graph, regions, seed: int, frames: int = CALIBRATION_FRAMES, 
     from toolkit.deploy import int8ref
     from toolkit.pose.data import to_model_input
 
-    imgs, faces = compose_frames(regions, frames, np.random.default_rng(seed), size)
+    imgs, faces, _ = compose_frames(regions, frames, np.random.default_rng(seed), size)
     t = graph.tensors[graph.output]
     stride = size // int(t.shape[1])
     scores, empty = [], []

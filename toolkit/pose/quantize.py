@@ -43,7 +43,7 @@ class PoseInputs:
         elif self.net.verifier:  # the verifier's own training frames (toolkit.pose.heads)
             from toolkit.pose.heads import compose_frames as compose_verifier_frames
 
-            imgs, _ = compose_verifier_frames(self.regions, int(n), rng, self.net.resolution)
+            imgs, *_ = compose_verifier_frames(self.regions, int(n), rng, self.net.resolution)
         else:
             imgs, *_ = D.random_views(self.regions, int(n), rng, self.net.resolution)
         return D.to_model_input(imgs)

@@ -144,11 +144,12 @@ def _fit(regions: D.Regions, settings: TrainSettings, progress: bool, net: PoseN
             imgs, people, ignore = multi.compose_frames(regions, settings.batch_size, rng, settings.size)
             loss = multi.loss(net(D.to_model_input(imgs)), people, net.stride, ignore)
         elif net.verifier:  # its own frames and augmentation (toolkit.pose.heads)
-            imgs, faces = heads.compose_frames(regions, settings.batch_size, rng, settings.size)
+            imgs, faces, ignore = heads.compose_frames(regions, settings.batch_size, rng, settings.size)
             if replaced is not None:  # part of the batch: the frame pipeline's outputs, replaced faces negative
                 k = settings.batch_size - max(1, round(settings.batch_size * heads.REPLACED_SHARE))
                 imgs[k:], faces[k:] = heads.replaced_batch(replaced, settings.batch_size - k, rng)
-            loss = heads.loss(net(D.to_model_input(imgs)), faces, net.stride)
+                ignore[k:] = False
+            loss = heads.loss(net(D.to_model_input(imgs)), faces, net.stride, ignore)
         else:
             imgs, kps, vis, _, ignore = D.random_views(regions, settings.batch_size, rng, settings.size)
             target = torch.from_numpy(render_heatmaps(kps, vis.astype(float), net.heatmap_size, net.stride,
@@ -208,7 +209,7 @@ def train_pose(images, out, *, coco=None, images_root=None, method: str | None =
         raise ValueError(f"--model generates faces for --method ddpm only; drop it or drop --method {method}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out}: exists and is not empty; pick a new run directory")
-    if replaced_from is not None and get_preset(settings.preset).outputs != "heads":
+    if get_preset(settings.preset).outputs != "heads" and replaced_from is not None:
         raise ValueError("--replaced-by applies to the verifier presets (heads96, heads_tiny) only")
     coco_set = None
     if coco is not None:
