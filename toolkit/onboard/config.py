@@ -303,9 +303,9 @@ def c_sources(pipe: Pipeline) -> dict[str, str]:
         c.append(c_array("int32_t", "offset_q8", pipe.offset_q8, 8, static=True))
     for k, s in enumerate(pipe.steps):
         c.append(c_array("int32_t", f"step{k}_x0_q16", s.x0_q16, 8, static=True))
-    v = pipe.verifier
-    if v:
-        c.append(c_array("int8_t", "verifier_input_lut", v.input_lut, static=True))
+    ver = pipe.verifier
+    if ver:
+        c.append(c_array("int8_t", "verifier_input_lut", ver.input_lut, static=True))
     c.append(f"static const tk_frame_step_t steps[{len(pipe.steps)}] = {{")
     for k, s in enumerate(pipe.steps):
         c.append(f"    {{&{s.name}_model, {s.in_multiplier}, {s.in_shift}, {s.in_zero_point}, step{k}_x0_q16, "
@@ -318,15 +318,15 @@ def c_sources(pipe: Pipeline) -> dict[str, str]:
           f"    gauss_q15, {pipe.gauss_q15.size}, out_pixel_lut,",
           f"    {int(pipe.multi_person)}, {pipe.center_min}, {'offset_q8' if pipe.offset_q8 is not None else 'NULL'},"
           f" {pipe.max_faces}, {int(pipe.verify)},",
-          f"    {f'&{v.name}_model, verifier_input_lut, {v.stride}, {v.min_value}' if v else 'NULL, NULL, 1, 0'},",
+          f"    {f'&{ver.name}_model, verifier_input_lut, {ver.stride}, {ver.min_value}' if ver else 'NULL, NULL, 1, 0'},",
           "};", ""]
     meta = {"models": pipe.model_names, "pose": pipe.pose_name, "student": pipe.student_base,
             "frame_size": pipe.frame_size, "size": pipe.size, "steps": len(pipe.steps),
             "visible_min": pipe.visible_min, "multi_person": pipe.multi_person, "center_min": pipe.center_min,
             "max_faces": pipe.max_faces, "verify": pipe.verify,
-            "verifier": {"name": v.name, "stride": v.stride, "min_value": v.min_value, "threshold": v.threshold}
-            if v else None,
-            "sources": [pipe.pose_source] + [s.source for s in pipe.steps] + ([v.source] if v else []),
+            "verifier": {"name": ver.name, "stride": ver.stride, "min_value": ver.min_value,
+                         "threshold": ver.threshold} if ver else None,
+            "sources": [pipe.pose_source] + [s.source for s in pipe.steps] + ([ver.source] if ver else []),
             **{k: v for k, v in pipe.meta.items() if k in ("sigma_px", "alphas_cumprod", "timesteps", "visible_peak",
                                                      "center_peak")}}
     return {"pipeline_config.c": "\n".join(c), "pipeline_config.h": h,
