@@ -82,3 +82,32 @@ def multi_frames(sample_photos):
     from toolkit.onboard.frames import multi_person_frames
 
     return multi_person_frames(8)
+
+
+@pytest.fixture(scope="session")
+def quantized_verifier_run(tmp_path_factory, pose_photos, pose_people, quantized_multi_pose_run,
+                           quantized_student_run):
+    """A `heads_tiny` face-presence verifier trained on the blurred training photos and on the tiny multi-person
+    pipeline's own outputs (its replaced faces as negatives), quantized by the CLI."""
+    from toolkit.onboard.config import build_pipeline
+    from toolkit.onboard.frames import replaced_bank
+    from toolkit.pose.train import TrainSettings, train_pose
+
+    pipe = build_pipeline(quantized_multi_pose_run, quantized_student_run, "pose_step0", "student")
+    run = tmp_path_factory.mktemp("verifier") / "heads-tiny"
+    train_pose(pose_photos["train"], run, method="blur", people=pose_people, progress=False,
+               settings=TrainSettings(steps=VERIFIER_TRAIN_STEPS, preset="heads_tiny", seed=5, threads=1),
+               replaced_from=lambda regions: replaced_bank(regions, pipe, 24, seed=5))
+    return _quantize_pose(run, run.parent / "heads-tiny-q")
+
+
+VERIFIER_TRAIN_STEPS = 300
+
+
+@pytest.fixture(scope="session")
+def verified_pipeline(quantized_multi_pose_run, quantized_student_run, quantized_verifier_run):
+    """The tiny multi-person pipeline with the tiny verifier run on its output."""
+    from toolkit.onboard.config import build_pipeline
+
+    return build_pipeline(quantized_multi_pose_run, quantized_student_run, "pose_step0", "student",
+                          verifier_run=quantized_verifier_run)

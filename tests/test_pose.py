@@ -27,7 +27,7 @@ def test_parameter_budget_and_mcu_op_set(preset, tmp_path):
     assert b.params == sum(p.numel() for p in net.parameters())
     assert b.params <= MAX_PARAMS
     assert b.heatmap_size == 24 and net(torch.zeros(1, 3, 96, 96)).shape == (1, net.out_channels, 24, 24)
-    assert net.out_channels == (22 if net.multi_person else 7)
+    assert net.out_channels == (22 if net.multi_person else 1 if net.verifier else 7)
     # Walk the module tree: nothing but conv / relu / relu6 / nearest upsample (plus containers).
     assert disallowed_modules(net) == []
     for m in net.modules():

@@ -127,15 +127,16 @@ def test_multi_person_pipeline_fits_stm32h743(multi_pipeline, quantized_multi_po
     assert f["fits"], f
 
 
-def test_multi_person_frames_on_qemu_m7_are_bit_exact(quantized_multi_pose_run, quantized_student_run, tmp_path,
-                                                       capsys):
-    """`toolkit bench --pipeline` with the multi-person net: frames of 1-4 people from the bundled photos and a
-    blank one; status, every face's keypoints / box / crop and the output frame equal the host reference."""
+def test_multi_person_frames_on_qemu_m7_are_bit_exact(quantized_multi_pose_run, quantized_student_run,
+                                                       quantized_verifier_run, tmp_path, capsys):
+    """`toolkit bench --pipeline` with the multi-person net and the verifier: frames of 1-4 people from the bundled
+    photos and a blank one; status, every face's keypoints / box / crop, the verifier's cells left and the output
+    frame equal the host reference."""
     from toolkit.cli import main
 
     out = tmp_path / "bench" / "multi.json"
     rc = main(["bench", "--pipeline", "--pose", str(quantized_multi_pose_run), "--model", str(quantized_student_run),
-               "--board", "qemu-m7", "--frames", "4", "--seed", "3", "--timeout", "600", "--out", str(out),
+               "--verifier", str(quantized_verifier_run), "--board", "qemu-m7", "--frames", "4", "--seed", "3", "--timeout", "600", "--out", str(out),
                "--firmware-dir", str(tmp_path / "fw")])
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
@@ -145,7 +146,11 @@ def test_multi_person_frames_on_qemu_m7_are_bit_exact(quantized_multi_pose_run, 
     assert [r["people_truth"] for r in rows if r["person"]] == [1, 2, 3, 4]
     assert any(r["people_found"] >= 2 for r in rows), "the net found no multi-person frame: nothing multi tested"
     names = [st["stage"] for st in s["stages"]]
-    assert names[-1] == "verify" and "paste" in names
+    assert names[-2:] == ["verify", "heads"] and "paste" in names
+    assert res["pipeline"]["models"][-1] == "verifier_step0"
+    # the verifier ran on the device (a frame reached it) and agreed with the reference on every frame
+    ran = [r for r in rows if r.get("t_heads", 0) > 0]
+    assert ran and all(r["verifier_left"] == r["verifier_left_reference"] for r in rows), printed
     # exit status 1 only when a delivered frame kept a face (checked against the teacher): report, not hide
     assert rc == (1 if s["delivered_with_face_left"] else 0), printed
 

@@ -541,6 +541,8 @@ static void cmd_pipeline(int argc, char **argv) {
         r_u64(k);
     }
     r_str(",paste,verify");
+    if (p->verifier) r_str(",heads");
+    r_kv_str("verifier", p->verifier ? p->verifier->name : "none");
     r_kv_u64("multi", (uint32_t)p->multi_person);
     r_kv_u64("max_faces", p->multi_person ? p->max_faces : 1u);
     r_kv_u64("verify", (uint32_t)(p->verify != 0));
@@ -654,6 +656,7 @@ static void cmd_anonymize(int argc, char **argv) {
         if (rc == TK_FRAME_VERIFY_FAILED) {
             r_ints("box", &st.pres, 0);
             r_kv_u64("left", st.pres.verify_left);
+            r_kv_u64("heads_left", st.pres.verifier_left);
         }
         r_keypoints(&st.pres);
         r_ticks(&st.pres);

@@ -63,6 +63,9 @@ def register(subparsers) -> None:
                     help="benchmark the whole anonymize_frame pipeline (pose -> face box -> student -> paste) "
                          "on real frames instead of one model; --model is the quantized student")
     pp.add_argument("--pose", default=None, help="quantized pose model run directory (with --pipeline)")
+    pp.add_argument("--verifier", default=None, metavar="VERIFIER_Q",
+                    help="quantized face-presence verifier (a `toolkit pose train --preset heads96` run, quantized): "
+                         "run on every output frame; a face it sees outside the replaced boxes fails the frame")
     pp.add_argument("--frames", type=int, default=None,
                     help="real frames to anonymize (plus one without a person; default 3)")
     pp.add_argument("--frames-from", default=None, metavar="DIR",
@@ -256,7 +259,7 @@ def run(args) -> int:
         args.frames = 3 if args.frames is None else args.frames
         args.seed = 0 if args.seed is None else args.seed
         return onboard_bench.run(args, out)
-    given = [flag for flag in ("pose", "frames", "frames_from", "seed", "visible_peak")
+    given = [flag for flag in ("pose", "verifier", "frames", "frames_from", "seed", "visible_peak")
              if getattr(args, flag, None) is not None]
     if given:
         raise ValueError(", ".join("--" + f.replace("_", "-") for f in given) + " only apply with --pipeline")

@@ -240,7 +240,8 @@ class Device:
     def pipeline(self) -> dict:
         """Layout of the built-in pipeline: model names, frame and crop size, memory per buffer, stage names."""
         f = dict(self.link.command("pipeline").fields)
-        out = {"pose": f["pose"], "steps": f["steps"].split(","), "stages": f["stages"].split(",")}
+        out = {"pose": f["pose"], "steps": f["steps"].split(","), "stages": f["stages"].split(","),
+               "verifier": None if f.get("verifier", "none") == "none" else f["verifier"]}
         for k in ("h", "w", "size", "frame", "arena", "model_in", "model_out", "scratch", "total", "pool"):
             out[k] = int(f[k])
         return out
@@ -269,6 +270,8 @@ class Device:
         out["faces"] = faces
         if "left" in fields:
             out["verify_left"] = int(fields["left"])
+        if "heads_left" in fields:
+            out["verifier_left"] = int(fields["heads_left"])
         if "crc" in fields:
             out["crc"] = int(fields["crc"], 16)
         return out

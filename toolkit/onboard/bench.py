@@ -28,6 +28,7 @@ from toolkit.bench.protocol import Device, DeviceError, ProtocolError
 
 FIT_BOARDS = ("stm32h743", "esp32s3")
 POSE_NAME = "pose"
+VERIFIER_NAME = "verifier"
 
 
 def fit_checks(pipe, memory: dict, weight_bytes: int, boards) -> dict:
@@ -62,18 +63,21 @@ def _export(args, fw_dir: Path, target: str):
     from toolkit.onboard.config import build_pipeline, write_c_config
 
     student_base = args.name or "student"
-    if student_base == POSE_NAME:
-        raise ValueError(f"--name {student_base}: that name is taken by the pose model")
-    for flag, path in (("--pose", args.pose), ("--model", args.model)):
-        if not Path(path).is_dir():
+    if student_base in (POSE_NAME, VERIFIER_NAME):
+        raise ValueError(f"--name {student_base}: that name is taken by the pose model or the verifier")
+    verifier = getattr(args, "verifier", None)
+    for flag, path in (("--pose", args.pose), ("--model", args.model), ("--verifier", verifier)):
+        if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"{flag} {path}: no such directory (give a `toolkit quantize` output)")
     pipe = build_pipeline(args.pose, args.model, f"{POSE_NAME}_step0", student_base,
-                          visible_peak=args.visible_peak)
+                          visible_peak=args.visible_peak, verifier_run=verifier, verifier_name=f"{VERIFIER_NAME}_step0")
     if args.port:  # the board already runs a firmware built with this pipeline: nothing to build here
         return pipe, None
-    pose_units = firmware.export_model(args.pose, target, fw_dir, POSE_NAME)
-    student_units = firmware.export_model(args.model, target, fw_dir, student_base)
-    names = [n for n, _ in pose_units + student_units]
+    units = firmware.export_model(args.pose, target, fw_dir, POSE_NAME)
+    units += firmware.export_model(args.model, target, fw_dir, student_base)
+    if verifier is not None:
+        units += firmware.export_model(verifier, target, fw_dir, VERIFIER_NAME)
+    names = [n for n, _ in units]
     if names != pipe.model_names:
         raise RuntimeError(f"exported {names}, the pipeline expects {pipe.model_names}")
     generated = fw_dir / "generated"
@@ -135,9 +139,9 @@ def bench_pipeline(args) -> dict:
             layout = dev.pipeline()
         except ProtocolError as exc:
             raise DeviceError(f"wrong firmware: {exc} (build it with `toolkit bench --pipeline`)") from exc
-        if [layout["pose"]] + layout["steps"] != pipe.model_names or layout["size"] != pipe.size \
-                or layout["h"] != pipe.frame_size:
-            raise DeviceError(f"wrong firmware: its pipeline runs {[layout['pose']] + layout['steps']} on "
+        dev_models = [layout["pose"]] + layout["steps"] + ([layout["verifier"]] if layout["verifier"] else [])
+        if dev_models != pipe.model_names or layout["size"] != pipe.size or layout["h"] != pipe.frame_size:
+            raise DeviceError(f"wrong firmware: its pipeline runs {dev_models} on "
                               f"{layout['h']}x{layout['w']} frames, this one {pipe.model_names} on "
                               f"{pipe.frame_size}x{pipe.frame_size}")
         unit = info["timer"]
@@ -167,6 +171,9 @@ def bench_pipeline(args) -> dict:
             row["boxes"] = [f["box"] for f in res["faces"] if "box" in f]
             row["reason"] = (ref_info.get("gate") if ref_info["status"] == "no_face" else ref_info["status"])
             row["people_found"] = res["people"]
+            if pipe.verifier is not None:  # cells the verifier saw outside the boxes: device and reference
+                row["verifier_left"] = res.get("verifier_left", 0)
+                row["verifier_left_reference"] = len(ref_info.get("verifier_left") or [])
             row["faces"] = res["faces"]  # keypoints (Q8 px), peaks, visibility, box and crop per face found
             if label in truth:  # a delivered frame must have no face left: checked on what the device sent
                 row["people_truth"] = len(truth[label])
@@ -177,7 +184,7 @@ def bench_pipeline(args) -> dict:
     memory = memory_plan(pipe, {n: m["arena_bytes"] for n, m in exported.items()}) if exported else {
         k: layout[k] for k in ("frame", "arena", "model_in", "model_out", "scratch", "total")}
     weights = (sum(int(exported[n]["weight_bytes"]) for n in pipe.model_names) if exported
-               else sum(g.weight_bytes() for g in [pipe.pose_graph] + [s.graph for s in pipe.steps]))
+               else sum(g.weight_bytes() for g in pipe.graphs))
     fits = fit_checks(pipe, memory, weights, list(FIT_BOARDS) + [target])
     ok_rows = [r for r in rows if r["status_reference"] == "ok" and r["status_device"] == "ok"]
     stages = []
@@ -190,7 +197,7 @@ def bench_pipeline(args) -> dict:
         if unit == "icount_ticks":
             st["instructions"] = mean * ICOUNT_INSNS_PER_TICK
         stages.append(st)
-    graphs = {pipe.pose_name: pipe.pose_graph, **{s.name: s.graph for s in pipe.steps}}
+    graphs = dict(zip(pipe.model_names, pipe.graphs))
     models = {n: {"arena": int(exported[n]["arena_bytes"]) if exported else None,
                   "weights": int(exported[n]["weight_bytes"]) if exported else int(g.weight_bytes()),
                   "macs": int(exported[n]["macs"]) if exported else None,
@@ -201,7 +208,9 @@ def bench_pipeline(args) -> dict:
         "delivered_with_face_left": sum(bool(r.get("faces_left")) for r in rows),
         "stages": stages, "per_frame": total_mean,
         "all_bit_exact": all(r["frame_bit_exact"] and r["keypoints_exact"] and r["box_exact"]
-                             and r["status_device"] == r["status_reference"] for r in rows),
+                             and r["status_device"] == r["status_reference"]
+                             and r.get("verifier_left") == r.get("verifier_left_reference") for r in rows),
+        "verifier_refusals": sum(bool(r.get("verifier_left")) for r in rows),
         "fail_closed": all(r["status_device"] in Device.REFUSALS for r in rows if not r["person"]),
         "memory": {**memory, "device": {k: layout[k] for k in ("frame", "arena", "model_in", "model_out", "scratch",
                                                                 "total", "pool")}},
@@ -214,6 +223,7 @@ def bench_pipeline(args) -> dict:
     return {
         "tool": "toolkit bench --pipeline", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(), "pose": str(Path(args.pose).resolve()), "student": str(Path(args.model).resolve()),
+        "verifier": str(Path(args.verifier).resolve()) if getattr(args, "verifier", None) else None,
         "pipeline": {"models": pipe.model_names, "frame_size": pipe.frame_size, "size": pipe.size,
                      "visible_min": pipe.visible_min, **{k: v for k, v in pipe.meta.items() if k != "student_source"}},
         "models": models, "device": {**meta, "firmware": ident.fields, "info": info, "pipeline": layout},
@@ -314,6 +324,8 @@ def run(args, out: Path) -> int:
     print(stage_table(result))
     print(f"bit-exact with the host reference (frame, keypoints, box) on {s['frames']} frames: "
           f"{'yes' if s['all_bit_exact'] else 'NO'}; no-person frame failed closed: {'yes' if s['fail_closed'] else 'NO'}")
+    if result.get("verifier"):
+        print(f"refused by the verifier (a face outside the replaced boxes): {s['verifier_refusals']} frame(s)")
     if any("faces_left" in r for r in result["results"]):
         print(f"delivered frames with a face left untouched: {s['delivered_with_face_left']} "
               f"(of {sum(r['status_device'] == 'ok' for r in result['results'])} delivered)")

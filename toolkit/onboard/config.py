@@ -76,10 +76,31 @@ class Pipeline:
     offset_q8: np.ndarray | None = None  # multi-person: (256,) int32, int8 offset output (q + 128) -> Q8 px
     max_faces: int = MAX_FACES  # more people than this in a frame: fail closed (TK_FRAME_MAX_FACES in C)
     verify: bool = True  # run the pose net again on the output; a nose outside every replaced box fails it
+    # The independent verifier (toolkit.pose.heads) on the output, after the pose net's verify; None: none.
+    verifier: "VerifierConst | None" = None
 
     @property
     def model_names(self) -> list[str]:
-        return [self.pose_name] + [s.name for s in self.steps]
+        return [self.pose_name] + [s.name for s in self.steps] + ([self.verifier.name] if self.verifier else [])
+
+    @property
+    def graphs(self) -> list:
+        """Every network of the pipeline, in model_names order."""
+        return [self.pose_graph] + [s.graph for s in self.steps] + ([self.verifier.graph] if self.verifier else [])
+
+
+@dataclass
+class VerifierConst:
+    """The face-presence net run on the output frame: a cell whose int8 output >= min_value and whose
+    stride x stride pixels are not all inside one replaced box fails the frame (toolkit.pose.heads)."""
+
+    name: str  # C model name
+    graph: object
+    source: str
+    input_lut: np.ndarray  # (256,) int8: uint8 pixel -> its input
+    stride: int
+    min_value: int  # int8 output at or above which a cell holds a face
+    threshold: float  # the calibrated probability min_value stands for (reports)
 
 
 def _q(v: float, bits: int) -> int:
@@ -114,10 +135,34 @@ def _quantized(run_dir, what: str) -> dict:
     return read_manifest(run_dir, expect_stage="quantized")
 
 
+def build_verifier(verifier_run, name: str, frame_size: int) -> VerifierConst:
+    """The verifier's constants from its quantized artifact: the int8 threshold calibrated on the int8 net's
+    outputs by `toolkit quantize` (`toolkit.pose.heads.calibrate_int8`, `verifier` in its manifest)."""
+    from toolkit.deploy.export import model_units
+
+    vm = _quantized(verifier_run, "--verifier")
+    if vm.get("model_kind") != "pose" or (vm.get("output") or {}).get("outputs") != "heads":
+        raise ValueError(f"--verifier {verifier_run}: not a quantized face-presence verifier (train one with "
+                         "`toolkit pose train --preset heads96`, then `toolkit quantize`)")
+    cal = vm.get("verifier") or {}
+    if "min_value" not in cal:
+        raise ValueError(f"--verifier {verifier_run}: no calibrated int8 threshold (`verifier` in its "
+                         "toolkit.json); quantize the verifier run with this toolkit")
+    onnx = model_units(verifier_run)[0][0][1]
+    g = _load_graph(onnx)
+    t_in, t_out = g.tensors[g.input], g.tensors[g.output]
+    if tuple(t_in.shape) != (1, frame_size, frame_size, 3) or t_out.shape[3] != 1 or frame_size % t_out.shape[1]:
+        raise ValueError(f"--verifier: takes {t_in.shape} -> {t_out.shape}; the pipeline's frames are "
+                         f"{frame_size}x{frame_size}x3 and it must output one map")
+    return VerifierConst(name, g, str(onnx), pose_input_lut(t_in.scale, t_in.zero_point),
+                         frame_size // int(t_out.shape[1]), int(cal["min_value"]), float(cal["threshold"]))
+
+
 def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
                    visible_peak: float | None = None, center_peak: float = CENTER_PEAK,
-                   verify: bool = True) -> Pipeline:
-    """Pipeline constants for a quantized pose artifact and a quantized student artifact.
+                   verify: bool = True, verifier_run=None, verifier_name: str = "verifier_step0") -> Pipeline:
+    """Pipeline constants for a quantized pose artifact and a quantized student artifact (and optionally a
+    quantized verifier, toolkit.pose.heads).
 
     `pose_name` is the pose network's C model name, `student_base` the prefix of the student's step models
     (`<student_base>_step<k>`), as `toolkit.bench.firmware.export_model` names them."""
@@ -185,6 +230,7 @@ def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
     out_lut = np.clip(np.floor((v.astype(np.float64) + 1.0) * 127.5 + 0.5), 0, 255).astype(np.uint8)
     pix = np.floor((np.arange(256) * 2 - 255) * 65536 / 255 + 0.5).astype(np.int32)
     a0 = alphas[0]
+    verifier = build_verifier(verifier_run, verifier_name, int(fh)) if verifier_run is not None else None
     return Pipeline(
         frame_size=int(fh), pose_name=pose_name, pose_graph=pose_graph, pose_source=str(pose_onnx),
         pose_input_lut=pose_input_lut(t_in.scale, t_in.zero_point), heatmap_zero_point=int(t_hm.zero_point),
@@ -197,7 +243,7 @@ def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
               "student_run": str(Path(student_run).resolve()),
               "student_source": (sm.get("source") or {}).get("path"), "center_peak": center_peak},
         multi_person=multi, center_min=max(1, math.ceil(center_peak / float(t_hm.scale))),
-        offset_q8=offset_q8 if multi else None, verify=bool(verify),
+        offset_q8=offset_q8 if multi else None, verify=bool(verify), verifier=verifier,
     )
 
 
@@ -220,7 +266,7 @@ def scratch_bytes(size: int) -> int:
 def memory_plan(pipe: Pipeline, arena_bytes: dict) -> dict:
     """RAM of the pipeline: frame + shared model arena/input/output (the networks run one after the other)
     + scratch. `arena_bytes`: C model name -> its planned arena (from the export)."""
-    graphs = [pipe.pose_graph] + [s.graph for s in pipe.steps]
+    graphs = pipe.graphs
     frame = pipe.frame_size * pipe.frame_size * 3
     arena = max(int(arena_bytes[n]) for n in pipe.model_names)
     model_in = max(g.tensors[g.input].size for g in graphs)
@@ -234,7 +280,7 @@ def memory_plan(pipe: Pipeline, arena_bytes: dict) -> dict:
 def config_flash_bytes(pipe: Pipeline) -> int:
     """Constant bytes of the pipeline tables (LUTs and per-step parameters) in flash."""
     return (256 + 256 * 4 + pipe.gauss_q15.size * 2 + 256 + len(pipe.steps) * (256 * 4 + 32) + 96
-            + (256 * 4 if pipe.offset_q8 is not None else 0))
+            + (256 * 4 if pipe.offset_q8 is not None else 0) + (256 + 16 if pipe.verifier else 0))
 
 
 # ------------------------------------------------------------------------------------------ C output
@@ -257,6 +303,9 @@ def c_sources(pipe: Pipeline) -> dict[str, str]:
         c.append(c_array("int32_t", "offset_q8", pipe.offset_q8, 8, static=True))
     for k, s in enumerate(pipe.steps):
         c.append(c_array("int32_t", f"step{k}_x0_q16", s.x0_q16, 8, static=True))
+    ver = pipe.verifier
+    if ver:
+        c.append(c_array("int8_t", "verifier_input_lut", ver.input_lut, static=True))
     c.append(f"static const tk_frame_step_t steps[{len(pipe.steps)}] = {{")
     for k, s in enumerate(pipe.steps):
         c.append(f"    {{&{s.name}_model, {s.in_multiplier}, {s.in_shift}, {s.in_zero_point}, step{k}_x0_q16, "
@@ -269,11 +318,15 @@ def c_sources(pipe: Pipeline) -> dict[str, str]:
           f"    gauss_q15, {pipe.gauss_q15.size}, out_pixel_lut,",
           f"    {int(pipe.multi_person)}, {pipe.center_min}, {'offset_q8' if pipe.offset_q8 is not None else 'NULL'},"
           f" {pipe.max_faces}, {int(pipe.verify)},",
+          f"    {f'&{ver.name}_model, verifier_input_lut, {ver.stride}, {ver.min_value}' if ver else 'NULL, NULL, 1, 0'},",
           "};", ""]
     meta = {"models": pipe.model_names, "pose": pipe.pose_name, "student": pipe.student_base,
             "frame_size": pipe.frame_size, "size": pipe.size, "steps": len(pipe.steps),
             "visible_min": pipe.visible_min, "multi_person": pipe.multi_person, "center_min": pipe.center_min,
-            "max_faces": pipe.max_faces, "verify": pipe.verify, "sources": [pipe.pose_source] + [s.source for s in pipe.steps],
+            "max_faces": pipe.max_faces, "verify": pipe.verify,
+            "verifier": {"name": ver.name, "stride": ver.stride, "min_value": ver.min_value,
+                         "threshold": ver.threshold} if ver else None,
+            "sources": [pipe.pose_source] + [s.source for s in pipe.steps] + ([ver.source] if ver else []),
             **{k: v for k, v in pipe.meta.items() if k in ("sigma_px", "alphas_cumprod", "timesteps", "visible_peak",
                                                      "center_peak")}}
     return {"pipeline_config.c": "\n".join(c), "pipeline_config.h": h,

@@ -185,3 +185,37 @@ def user_frames(folder, size: int) -> list[tuple[str, np.ndarray]]:
     if not files:
         raise ValueError(f"--frames-from {folder}: no images found")
     return [(p.stem, letterbox(load_rgb(p), size)) for p in files]
+
+
+def replaced_bank(regions, pipe, count: int, seed: int):
+    """The pipeline's own outputs on `count` frames of 1-4 people composed from training regions (the verifier's
+    training frames, toolkit.pose.heads.compose_frame; the pose net's verify off): ((images (n, s, s, 3),
+    faces: per frame the face points left outside every replaced box), description). Frames the pipeline
+    refuses are skipped. The verifier learns from these that a replaced face is no face, and that a face the
+    pose net missed is one."""
+    import dataclasses
+
+    from toolkit.onboard.reference import anonymize_frame
+    from toolkit.pose.heads import compose_frame
+
+    if count < 1:
+        raise ValueError("the replaced-face bank needs at least one frame")
+    pipe = dataclasses.replace(pipe, verify=False, verifier=None)
+    rng = np.random.default_rng(seed)
+    images, faces, tried = [], [], 0
+    while len(images) < count and tried < 4 * count:
+        frame, pts, _ = compose_frame(regions, rng, pipe.frame_size, n=1 + tried % 4)
+        out, info = anonymize_frame(frame, pipe, tried)
+        tried += 1
+        if out is None:
+            continue
+        boxes = [f["box"] for f in info["faces"]]
+        left = [p[[not any(b[0] <= int(np.floor(x)) < b[2] and b[1] <= int(np.floor(y)) < b[3] for b in boxes)
+                   for x, y in p]] for p in pts]
+        images.append(out)
+        faces.append([p for p in left if len(p)])
+    if not images:
+        raise ValueError("the pipeline refused every frame composed from the training regions")
+    note = {"frames": len(images), "composed": tried, "seed": seed, "pose": pipe.meta.get("pose_run"),
+            "student": pipe.meta.get("student_run"), "frames_with_a_face_left": sum(bool(f) for f in faces)}
+    return (np.stack(images), faces), note

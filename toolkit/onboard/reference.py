@@ -22,6 +22,10 @@
          the last step's int8 output -> uint8 pixel by LUT.
       5. paste: every frame pixel of the face box (clipped to the frame) takes the nearest crop pixel
          (index floor((2 (f - crop0) + 1) S / (2 side))), which the outward mask makes a generated one.
+      6. verify (`verify_output`): the pose net on the output; a nose outside every box fails the frame.
+      7. verifier (`verify_heads`, when the pipeline has one): the independent face-presence net
+         (toolkit.pose.heads) on the output: input = its own LUT[pixel]; a cell whose int8 output >= min_value
+         and whose stride x stride pixels are not all inside one box fails the frame.
     rshr = round half away from zero of x / 2^n; all products in int64.
 """
 
@@ -264,6 +268,17 @@ def verify_output(out: np.ndarray, pipe: Pipeline, boxes) -> list:
     return left
 
 
+def verify_heads(out: np.ndarray, pipe: Pipeline, boxes) -> list:
+    """Cells [ix, iy] where the independent verifier (toolkit.pose.heads) sees a face on the OUTPUT frame
+    outside the replaced boxes (a cell straddling a box edge counts): must be empty for the frame to leave."""
+    from toolkit.pose.heads import cells_left
+
+    v = pipe.verifier
+    q = v.input_lut[out.astype(np.int64)][None]
+    lit = run_network(v.graph, q)[0][..., 0].astype(np.int64)
+    return [[ix, iy] for ix, iy in cells_left(lit, v.min_value, boxes, v.stride)]
+
+
 def check_frame(frame, pipe: Pipeline) -> np.ndarray:
     frame = np.asarray(frame)
     n = pipe.frame_size
@@ -336,7 +351,8 @@ def anonymize_frame(frame, pipe: Pipeline, seed: int):
     seed + i), or the frame fails closed (None, frame wiped on the device):
       "no_face"         no person, or a person whose keypoints fail the head gate (info["gate"] says why)
       "too_many_faces"  more people than pipe.max_faces
-      "verify_failed"   the pose net, run again on the output, still finds a nose outside every replaced box
+      "verify_failed"   the pose net, run again on the output, still finds a nose outside every replaced box,
+                        or the independent verifier sees a face outside them (info["verifier_left"]: its cells)
 
     info: status, gate, faces (per face: keypoints_q8, peaks, visible, box, crop), people (detected), the first
     face's keypoints_q8 / peaks / visible (also for a refused frame) and box / crop at the top level, crc of
@@ -374,6 +390,11 @@ def anonymize_frame(frame, pipe: Pipeline, seed: int):
     if pipe.verify:
         info["verify_left"] = verify_output(out, pipe, boxes)
         if info["verify_left"]:
+            info["status"] = STATUS_VERIFY_FAILED
+            return None, info
+    if pipe.verifier is not None:
+        info["verifier_left"] = verify_heads(out, pipe, boxes)
+        if info["verifier_left"]:
             info["status"] = STATUS_VERIFY_FAILED
             return None, info
     info.update(status=STATUS_OK, crc=zlib.crc32(out.tobytes()) & 0xFFFFFFFF)

@@ -39,7 +39,13 @@ def register(subparsers) -> None:
                    help="teacher or student run that generates the replacement faces (--method ddpm)")
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     t.add_argument("--size", type=int, default=96, help="model input size (pixels, divisible by 16)")
-    t.add_argument("--preset", default="mcu96", help="architecture preset: mcu96 (~230k params), tiny, or multi96 / multi_tiny (multi-person: head centres + keypoint offsets, for the frame pipeline)")
+    t.add_argument("--preset", default="mcu96", help="architecture preset: mcu96 (~230k params), tiny, or multi96 / multi_tiny (multi-person: head centres + keypoint offsets, for the frame pipeline), or heads96 / heads_tiny (the frame pipeline's face-presence verifier, toolkit.pose.heads)")
+    t.add_argument("--replaced-by", nargs=2, default=None, metavar=("POSE_Q", "STUDENT_Q"),
+                   help="verifier presets (heads96, heads_tiny): the quantized multi-person pose net and student of "
+                        "the frame pipeline to verify; half of each batch is that pipeline's output on frames of the "
+                        "training regions, its replaced faces as negatives and the faces it missed as positives")
+    t.add_argument("--replaced-frames", type=int, default=200, metavar="N",
+                   help="pipeline output frames made for --replaced-by")
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
@@ -87,9 +93,25 @@ def run_train(args) -> int:
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              preset=args.preset, size=args.size, threads=args.threads)
     sampling = {"steps": args.anonymize_steps} if args.anonymize_steps else None
+    replaced_from = None
+    if args.replaced_by:
+        from toolkit.onboard.config import build_pipeline
+        from toolkit.onboard.frames import replaced_bank
+
+        pipe = build_pipeline(args.replaced_by[0], args.replaced_by[1], "pose_step0", "student")
+        if not pipe.multi_person:
+            raise ValueError(f"--replaced-by {args.replaced_by[0]}: give the multi-person pose net the pipeline runs")
+
+        def replaced_from(regions):
+            return replaced_bank(regions, pipe, args.replaced_frames, seed=args.seed + 77)
     m = train_pose(args.images, args.out, coco=args.coco, images_root=args.images_root, method=args.method,
-                   model_run=args.model, settings=settings, sampling=sampling, progress=not args.no_progress)
+                   model_run=args.model, settings=settings, sampling=sampling, progress=not args.no_progress,
+                   replaced_from=replaced_from)
     skipped = len(m["data"]["images_skipped"])
+    if m.get("verifier"):
+        v = m["verifier"]
+        print(f"verifier threshold {v['threshold']:.4f} (lowest face score {v['lowest_face_score']:.3f} on "
+              f"{v['faces']} faces of {v['frames']} frames composed from the training regions, / {v['margin']})")
     print(f"wrote {args.out}: pose model ({m['params']:,} parameters, {m['macs']:,} MACs per frame), trained on "
           f"{m['data']['people']} people ({'COCO' if m['labels'] == 'coco' else 'teacher'} labels) from "
           f"{m['data']['images_used']} '{m['method']}' image(s)" + (f" ({skipped} skipped)" if skipped else "")

@@ -170,7 +170,11 @@ def load_pose_model(run) -> tuple[PoseNet, dict]:
     from toolkit.pose.train import STAGE
 
     manifest = read_manifest(run, expect_stage=STAGE)
-    return PoseNet.from_pretrained(run), manifest
+    net = PoseNet.from_pretrained(run)
+    if net.verifier:
+        raise ValueError(f"--model {run}: a face-presence verifier (preset {net.preset.name}), not a keypoint "
+                         "model; it is evaluated inside the frame pipeline (benchmarks/multi_person_frames.py)")
+    return net, manifest
 
 
 def load_pose(run_dir, device=None) -> PoseNet:

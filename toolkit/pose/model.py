@@ -39,7 +39,8 @@ class PosePreset:
     out_level: int = 1  # heatmaps come out at level `out_level` (1: stride 4, 24x24 for a 96x96 input)
     max_params: int | None = MAX_PARAMS
     # "heatmaps": one person, 7 keypoint heatmaps. "centers": any number of people (toolkit.pose.multi):
-    # a head-centre map, 7 visibility maps and 14 keypoint offsets per cell.
+    # a head-centre map, 7 visibility maps and 14 keypoint offsets per cell. "heads": one face-presence
+    # logit per cell (toolkit.pose.heads, the frame pipeline's verifier).
     outputs: str = "heatmaps"
     description: str = ""
 
@@ -61,6 +62,11 @@ PRESETS = {
                    description="96x96 input, any number of people: 24x24 centres + offsets"),
         PosePreset("multi_tiny", (8, 12, 16, 24), (0, 1, 1, 1), outputs="centers",
                    description="multi-person, tests and smoke runs"),
+        # The frame pipeline's independent verifier (toolkit.pose.heads): one face-presence logit per cell.
+        PosePreset("heads96", (12, 24, 32, 48), (0, 0, 1, 1), outputs="heads",
+                   description="verifier: 24x24 face-presence map (nose / eyes per 4x4 cell)"),
+        PosePreset("heads_tiny", (6, 8, 12, 16), (0, 0, 1, 1), outputs="heads",
+                   description="verifier, tests and smoke runs"),
     )
 }
 
@@ -129,13 +135,19 @@ class PoseNet(PretrainedMixin, nn.Module):
             from toolkit.pose.multi import OUT_CHANNELS
 
             return OUT_CHANNELS
+        if self.preset.outputs == "heads":
+            return 1
         if self.preset.outputs != "heatmaps":
-            raise ValueError(f"unknown pose outputs {self.preset.outputs!r} (heatmaps | centers)")
+            raise ValueError(f"unknown pose outputs {self.preset.outputs!r} (heatmaps | centers | heads)")
         return NUM_KEYPOINTS
 
     @property
     def multi_person(self) -> bool:
         return self.preset.outputs == "centers"
+
+    @property
+    def verifier(self) -> bool:
+        return self.preset.outputs == "heads"
 
     @property
     def stride(self) -> int:
@@ -178,6 +190,8 @@ class PoseNet(PretrainedMixin, nn.Module):
             "input_range": [-1.0, 1.0],
             "decoding": ("head centres: 3x3 local maxima; keypoints = cell centre + offset (toolkit.pose.multi)"
                          if self.multi_person else
+                         "face-presence logit per cell; a cell at or above the calibrated threshold holds a face "
+                         "(toolkit.pose.heads)" if self.verifier else
                          "argmax + 3x3 weighted mean; heatmap cell i centred at (i + 0.5) * stride px"),
         }
 

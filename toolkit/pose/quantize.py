@@ -40,6 +40,10 @@ class PoseInputs:
             from toolkit.pose.multi import compose_frames
 
             imgs, *_ = compose_frames(self.regions, int(n), rng, self.net.resolution)
+        elif self.net.verifier:  # the verifier's own training frames (toolkit.pose.heads)
+            from toolkit.pose.heads import compose_frames as compose_verifier_frames
+
+            imgs, *_ = compose_verifier_frames(self.regions, int(n), rng, self.net.resolution)
         else:
             imgs, *_ = D.random_views(self.regions, int(n), rng, self.net.resolution)
         return D.to_model_input(imgs)
@@ -77,6 +81,17 @@ def quantize_pose(model_run, target: str, out, settings, tflite: bool = True, pr
 
             shutil.rmtree(out, ignore_errors=True)
         raise
+    verifier = None
+    if net.verifier:  # its int8 threshold, calibrated on the int8 outputs (toolkit.pose.heads)
+        from toolkit.deploy.ir import load_qdq
+        from toolkit.pose.heads import calibrate_int8
+
+        seed = ((source.get("verifier") or {}).get("seed"))
+        if seed is None:
+            raise ValueError(f"--model {model_run}: a verifier run without its calibration (`verifier` in "
+                             "toolkit.json); retrain it with this toolkit")
+        verifier = calibrate_int8(load_qdq(out / "step0" / result["files"]["qdq_onnx"]), inputs.regions, int(seed),
+                                  size=net.resolution)
     result["files"] = {name: f"step0/{rel}" for name, rel in result["files"].items()}
     S, H = net.resolution, net.heatmap_size
     return write_manifest(
@@ -89,9 +104,11 @@ def quantize_pose(model_run, target: str, out, settings, tflite: bool = True, pr
         input={"shape": [1, 3, S, S], "layout": "NCHW", "content": "RGB frame, uint8 p -> p / 127.5 - 1"},
         output={"shape": [1, net.out_channels, H, H], "outputs": net.preset.outputs,
                 "content": "head centre, 7 visibilities, 14 keypoint offsets (toolkit.pose.multi)"
-                if net.multi_person else "keypoint heatmaps (toolkit.keypoints.NAMES order)",
+                if net.multi_person else "face-presence logit per cell (toolkit.pose.heads)" if net.verifier
+                else "keypoint heatmaps (toolkit.keypoints.NAMES order)",
                 "stride": net.stride, "decoding": net.config()["decoding"]},
         steps={"0": result},
+        verifier=verifier,
         quantization=settings_dict(settings),
         calibration={"data": str((model_run / REGIONS_FILE).resolve()), "people": len(inputs.regions),
                      "held_out": "training regions, other seeds (other augmented views)",

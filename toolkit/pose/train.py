@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from toolkit.pose import data as D
-from toolkit.pose import multi
+from toolkit.pose import heads, multi
 from toolkit.pose.model import PoseNet, budget, disallowed_modules, get_preset, render_heatmaps
 
 STAGE = "pose"
@@ -106,8 +106,10 @@ def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
     return (per_map * weight).sum() / weight.sum().clamp(min=1.0)
 
 
-def fit(regions: D.Regions, settings: TrainSettings, progress: bool = True, net: PoseNet | None = None):
-    """Train a PoseNet on augmented views of `regions`; returns (net, losses per step)."""
+def fit(regions: D.Regions, settings: TrainSettings, progress: bool = True, net: PoseNet | None = None,
+        replaced=None):
+    """Train a PoseNet on augmented views of `regions`; returns (net, losses per step). `replaced` (verifier
+    only): the frame pipeline's outputs on frames of these regions (toolkit.pose.heads.replaced_batch)."""
     if len(regions) == 0:
         raise ValueError("no usable people to train on (none detected, too small, or every image skipped)")
     if settings.steps < 1 or settings.batch_size < 1:
@@ -116,12 +118,12 @@ def fit(regions: D.Regions, settings: TrainSettings, progress: bool = True, net:
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
     try:
-        return _fit(regions, settings, progress, net)
+        return _fit(regions, settings, progress, net, replaced)
     finally:
         torch.set_num_threads(threads_before)  # process-wide setting: leave it as the caller had it
 
 
-def _fit(regions: D.Regions, settings: TrainSettings, progress: bool, net: PoseNet | None):
+def _fit(regions: D.Regions, settings: TrainSettings, progress: bool, net: PoseNet | None, replaced=None):
     from tqdm.auto import tqdm
 
     torch.manual_seed(settings.seed)
@@ -141,6 +143,13 @@ def _fit(regions: D.Regions, settings: TrainSettings, progress: bool, net: PoseN
         if net.multi_person:  # frames of 0-4 people composed from the regions (toolkit.pose.multi)
             imgs, people, ignore = multi.compose_frames(regions, settings.batch_size, rng, settings.size)
             loss = multi.loss(net(D.to_model_input(imgs)), people, net.stride, ignore)
+        elif net.verifier:  # its own frames and augmentation (toolkit.pose.heads)
+            imgs, faces, ignore = heads.compose_frames(regions, settings.batch_size, rng, settings.size)
+            if replaced is not None:  # part of the batch: the frame pipeline's outputs, replaced faces negative
+                k = settings.batch_size - max(1, round(settings.batch_size * heads.REPLACED_SHARE))
+                imgs[k:], faces[k:] = heads.replaced_batch(replaced, settings.batch_size - k, rng)
+                ignore[k:] = False
+            loss = heads.loss(net(D.to_model_input(imgs)), faces, net.stride, ignore)
         else:
             imgs, kps, vis, _, ignore = D.random_views(regions, settings.batch_size, rng, settings.size)
             target = torch.from_numpy(render_heatmaps(kps, vis.astype(float), net.heatmap_size, net.stride,
@@ -172,11 +181,13 @@ def load_generator(model_run):
 
 def train_pose(images, out, *, coco=None, images_root=None, method: str | None = None, model_run=None,
                settings: TrainSettings | None = None, people: dict | None = None, inpainter=None,
-               sampling: dict | None = None, progress: bool = True) -> dict:
+               sampling: dict | None = None, progress: bool = True, replaced_from=None) -> dict:
     """`toolkit pose train`: returns the written manifest. Labels come from the BlazePose teacher on `images`
     (a folder or file), or from a COCO person-keypoints file `coco` whose images are under `images_root` (then
     `images` is None). `people` / `inpainter` may be passed in to reuse detections and a loaded generator
-    across runs (the experiment script does)."""
+    across runs (the experiment script does). `replaced_from` (verifier presets only): regions -> (bank,
+    description), the frame pipeline's outputs on frames of the training regions
+    (toolkit.onboard.frames.replaced_bank), so that the verifier learns to pass a replaced face."""
     from toolkit.artifacts import write_manifest
 
     if (images is None) == (coco is None):
@@ -198,7 +209,8 @@ def train_pose(images, out, *, coco=None, images_root=None, method: str | None =
         raise ValueError(f"--model generates faces for --method ddpm only; drop it or drop --method {method}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out}: exists and is not empty; pick a new run directory")
-    get_preset(settings.preset)
+    if get_preset(settings.preset).outputs != "heads" and replaced_from is not None:
+        raise ValueError("--replaced-by applies to the verifier presets (heads96, heads_tiny) only")
     coco_set = None
     if coco is not None:
         from toolkit.pose.coco import load_coco
@@ -233,7 +245,10 @@ def train_pose(images, out, *, coco=None, images_root=None, method: str | None =
         raise ValueError(f"{source}: no usable person found for training ({len(paths)} image(s), "
                          f"{len(report['images_skipped'])} skipped; people need >= {D.MIN_VISIBLE} visible "
                          f"keypoints and >= {D.MIN_PERSON_PX:.0f} px)")
-    net, losses = fit(regions, settings, progress)
+    replaced, replaced_note = replaced_from(regions) if replaced_from is not None else (None, None)
+    net, losses = fit(regions, settings, progress, replaced=replaced)
+    # the verifier's threshold: calibrated for recall on frames of the training regions (another seed)
+    calibration = heads.calibrate(net, regions, seed=settings.seed + 1_000_003) if net.verifier else None
     bad = disallowed_modules(net)
     if bad:  # never expected: the architecture only builds allowed modules
         raise RuntimeError(f"pose model contains non-MCU modules: {bad}")
@@ -259,6 +274,7 @@ def train_pose(images, out, *, coco=None, images_root=None, method: str | None =
                "outputs": net.preset.outputs},
         params=b.params,
         macs=b.macs,
+        verifier={**calibration, "replaced_faces": replaced_note} if calibration else None,
         budget=b.to_dict(),
         training={**asdict(settings), "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:])),
                   "augmentation": {"crop_scale": list(D.CROP_SCALE_RANGE), "max_shift": D.MAX_SHIFT,

@@ -79,6 +79,7 @@ uint32_t tk_frame_arena_bytes(const tk_pipeline_t *p) {
     uint32_t n = p->pose->arena_size, k;
     for (k = 0; k < p->num_steps; k++)
         if (p->steps[k].model->arena_size > n) n = p->steps[k].model->arena_size;
+    if (p->verifier && p->verifier->arena_size > n) n = p->verifier->arena_size;
     return n;
 }
 
@@ -86,6 +87,7 @@ uint32_t tk_frame_in_bytes(const tk_pipeline_t *p) {
     uint32_t n = p->pose->input_size, k;
     for (k = 0; k < p->num_steps; k++)
         if (p->steps[k].model->input_size > n) n = p->steps[k].model->input_size;
+    if (p->verifier && p->verifier->input_size > n) n = p->verifier->input_size;
     return n;
 }
 
@@ -93,6 +95,7 @@ uint32_t tk_frame_out_bytes(const tk_pipeline_t *p) {
     uint32_t n = p->pose->output_size, k;
     for (k = 0; k < p->num_steps; k++)
         if (p->steps[k].model->output_size > n) n = p->steps[k].model->output_size;
+    if (p->verifier && p->verifier->output_size > n) n = p->verifier->output_size;
     return n;
 }
 
@@ -115,6 +118,12 @@ int tk_frame_check(const tk_pipeline_t *p) {
                   p->multi_person ? TK_FRAME_MULTI_CHANNELS : KP))
         return TK_FRAME_BAD_CONFIG;
     if (p->multi_person && (!p->offset_q8 || p->max_faces < 1 || p->max_faces > TK_FRAME_MAX_FACES || p->center_min < 1))
+        return TK_FRAME_BAD_CONFIG;
+    if (p->verifier && (!p->verifier_input_lut || p->verifier_stride < 1 || p->frame_h % p->verifier_stride ||
+                        p->frame_w % p->verifier_stride ||
+                        !shape_is(p->verifier->input_shape, 1, p->frame_h, p->frame_w, 3) ||
+                        !shape_is(p->verifier->output_shape, 1, p->frame_h / p->verifier_stride,
+                                  p->frame_w / p->verifier_stride, 1)))
         return TK_FRAME_BAD_CONFIG;
     S = p->size;
     if (S < 1 || S > 1024 || p->num_steps < 1 || p->num_steps > TK_FRAME_MAX_STEPS || !p->gauss_len)
@@ -479,12 +488,37 @@ static uint32_t noses_left(const tk_pipeline_t *p, const int8_t *out, const tk_f
     return left;
 }
 
+/* Twin of reference.verify_heads: the verifier on the anonymized frame; cells lit outside every box. */
+static int verifier_cells_left(const tk_pipeline_t *p, const uint8_t *frame, const tk_frame_mem_t *mem,
+                               const tk_frame_result_t *res, uint32_t *left) {
+    const int32_t s = p->verifier_stride, H = p->frame_h / s, W = p->frame_w / s;
+    uint32_t i, n = tk_frame_bytes(p);
+    int32_t iy, ix;
+    int rc;
+    for (i = 0; i < n; i++) mem->model_in[i] = p->verifier_input_lut[frame[i]];
+    rc = p->verifier->invoke(mem->model_in, mem->model_out, mem->arena);
+    if (rc != 0) return rc;
+    *left = 0;
+    for (iy = 0; iy < H; iy++) {
+        for (ix = 0; ix < W; ix++) {
+            int covered = 0;
+            if (mem->model_out[iy * W + ix] < p->verifier_min) continue;
+            for (i = 0; i < res->faces && !covered; i++) {
+                const int32_t *b = res->face[i].box;
+                covered = b[0] <= ix * s && ix * s + s <= b[2] && b[1] <= iy * s && iy * s + s <= b[3];
+            }
+            *left += (uint32_t)!covered;
+        }
+    }
+    return 0;
+}
+
 int tk_frame_anonymize(const tk_pipeline_t *p, uint8_t *frame, uint32_t seed, const tk_frame_mem_t *mem,
                        tk_clock_t now, tk_frame_result_t *res) {
     stopwatch_t sw;
     scratch_t sc;
     uint32_t i, k, n;
-    const uint32_t st_crop = 3, st_paste = 4 + p->num_steps, st_verify = 5 + p->num_steps;
+    const uint32_t st_crop = 3, st_paste = 4 + p->num_steps, st_verify = 5 + p->num_steps, st_heads = 6 + p->num_steps;
     memset(res, 0, sizeof *res);
     sw.now = now;
     sw.res = res;
@@ -537,6 +571,13 @@ int tk_frame_anonymize(const tk_pipeline_t *p, uint8_t *frame, uint32_t seed, co
         if (res->verify_left) return fail(p, frame, mem, res, TK_FRAME_VERIFY_FAILED);
     }
     lap(&sw, st_verify);
+    if (p->verifier) {
+        if (verifier_cells_left(p, frame, mem, res, &res->verifier_left) != 0)
+            return fail(p, frame, mem, res, TK_FRAME_MODEL_FAILED);
+        scrub(p, mem);
+        lap(&sw, st_heads);
+        if (res->verifier_left) return fail(p, frame, mem, res, TK_FRAME_VERIFY_FAILED);
+    }
     res->status = TK_FRAME_OK;
     return TK_FRAME_OK;
 }

@@ -2,7 +2,9 @@
  *
  *   frame (H x W x 3 uint8 RGB) -> pose model -> 7 keypoints per person -> for every person: face box ->
  *   crop to the student's S x S -> student steps (noise from a seeded PRNG) -> paste back into the face box
- *   -> verify: the pose model again on the output, no nose outside the replaced boxes -> frame.
+ *   -> verify: the pose model again on the output, no nose outside the replaced boxes
+ *   -> verifier (when configured): an independent face-presence net on the output, no face cell outside the
+ *      replaced boxes -> frame.
  *
  * Integer arithmetic only. The host reference `toolkit/onboard/reference.py` defines every step; every
  * constant that needs floats (LUTs, multipliers, coefficients) is computed on the host and emitted as C data
@@ -11,7 +13,7 @@
  *
  * Fail closed: when no face is found (the head gate: nose and an eye visible, every visible eye / ear /
  * shoulder within 1 / 1.5 / 4 head scales of the nose), a person fails the gate, there are more people than
- * max_faces, the verify pass sees a face left, or anything fails, the frame buffer is zeroed. The
+ * max_faces, the verify pass or the verifier sees a face left, or anything fails, the frame buffer is zeroed. The
  * copies of raw pixels it makes (the pose input, the crop) are zeroed before it returns, in every case. */
 #ifndef TK_FRAME_H
 #define TK_FRAME_H
@@ -32,14 +34,16 @@ extern "C" {
 #define TK_FRAME_MULTI_CHANNELS 22
 /* Stages timed by tk_frame_anonymize, in this order: preprocess, pose, decode (+ face boxes), crop (+ maps,
  * noise), one per student step (input build + invoke + update), paste (+ scrubbing the raw copies), verify
- * (the pose net again on the output). crop, steps and paste add up over the faces of the frame. */
-#define TK_FRAME_MAX_STAGES (6 + TK_FRAME_MAX_STEPS)
+ * (the pose net again on the output), heads (the independent verifier, when configured). crop, steps and
+ * paste add up over the faces of the frame. */
+#define TK_FRAME_MAX_STAGES (7 + TK_FRAME_MAX_STEPS)
 
 enum {
     TK_FRAME_OK = 0,
     TK_FRAME_NO_FACE = 1,      /* no person, or the head gate refused one (no nose/eye, implausible head) */
     TK_FRAME_TOO_MANY_FACES = 2, /* more people than max_faces: frame wiped */
-    TK_FRAME_VERIFY_FAILED = 3,  /* the pose net still finds a nose outside the replaced boxes: frame wiped */
+    TK_FRAME_VERIFY_FAILED = 3,  /* the pose net still finds a nose, or the verifier a face, outside the
+                                    replaced boxes: frame wiped */
     TK_FRAME_BAD_CONFIG = -1,  /* shapes of the models do not fit the pipeline */
     TK_FRAME_MODEL_FAILED = -2 /* a network's invoke returned nonzero: frame wiped */
 };
@@ -72,6 +76,13 @@ typedef struct {
     const int32_t *offset_q8;       /* multi: [256] int8 offset (index q + 128) -> Q8 px */
     uint32_t max_faces;             /* multi: 1..TK_FRAME_MAX_FACES */
     int32_t verify;                 /* nonzero: pose net again on the output, no nose outside the boxes */
+    /* The independent verifier (toolkit.pose.heads), NULL for none: in (1,H,W,3), out (1,H/s,W/s,1) with
+     * s = verifier_stride; a cell whose output >= verifier_min and whose s x s pixels are not all inside one
+     * replaced box is a face left: the frame fails closed. */
+    const tk_model_t *verifier;
+    const int8_t *verifier_input_lut; /* [256] uint8 pixel -> verifier input */
+    int32_t verifier_stride;
+    int32_t verifier_min;
 } tk_pipeline_t;
 
 /* Buffers the caller provides (16-byte aligned): the models share one arena, one input and one output
@@ -97,6 +108,7 @@ typedef struct {
     uint32_t faces;                              /* entries of face[] filled (keypoints; boxes when OK) */
     tk_frame_face_t face[TK_FRAME_MAX_FACES];
     uint32_t verify_left;                        /* noses found on the output outside every box */
+    uint32_t verifier_left;                      /* verifier cells lit on the output outside every box */
     uint32_t stages;                             /* entries of ticks[] filled */
     uint64_t ticks[TK_FRAME_MAX_STAGES];
 } tk_frame_result_t;
