@@ -59,6 +59,20 @@ def test_demo_fast_runs_whole_chain_and_resumes(tmp_path, assets, capsys, monkey
     stages = _stages(Path("demo"), SIZES["fast"], 1)
     assert main(["demo", "--out", "demo", "--fast", "--threads", "1"]) == 0
     assert capsys.readouterr().out.count("done earlier, skipped") == len(stages)
+    assert "Not run: `toolkit demo --sensor`" in summary
+
+    # --sensor on the same folder: only the multi-person stages run; every delivered frame is checked against
+    # the teacher (a face left fails the stage), and the demo README gets the per-people table.
+    assert main(["demo", "--out", "demo", "--fast", "--threads", "1", "--sensor"]) == 0
+    log = capsys.readouterr().out
+    assert log.count("done earlier, skipped") == len(stages)
+    sensor = json.loads((out / "sensor" / "results.json").read_text())
+    assert sensor["verifier"] and sensor["summary"]["all_bit_exact"]
+    assert sensor["summary"]["delivered_with_face_left"] == 0 and sensor["summary"]["fail_closed"]
+    assert {r["people_truth"] for r in sensor["results"] if "people_truth" in r} == {1, 2, 3, 4}
+    summary = (out / "README.md").read_text()
+    assert "Anonymize at the sensor: multi-person frames (qemu-m7)" in summary
+    assert "| **all** | 4 |" in summary
 
     # The verbs the demo does not run, on its artifacts, with relative paths from another folder.
     (tmp_path / "elsewhere").mkdir()

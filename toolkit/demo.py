@@ -22,10 +22,15 @@ from pathlib import Path
 # the quality). eval_images: how many of the anonymized photos `toolkit eval` measures (None = all).
 SIZES = {
     "default": {"train_steps": 1500, "distill_steps": 600, "qat_steps": 200, "teacher_steps": 25, "bench_runs": 3,
-                "pose_steps": 2000, "pose_preset": "mcu96", "pose_qat_steps": 100, "eval_images": None},
+                "pose_steps": 2000, "pose_preset": "mcu96", "pose_qat_steps": 100, "eval_images": None,
+                "multi_preset": "multi96", "multi_steps": 3000, "verifier_preset": "heads96",
+                "verifier_steps": 3000, "verifier_qat_steps": 300, "sensor_frames": 24},
     "fast": {"train_steps": 100, "distill_steps": 40, "qat_steps": 10, "teacher_steps": 10, "bench_runs": 1,
-             "pose_steps": 30, "pose_preset": "tiny", "pose_qat_steps": 5, "eval_images": 3},
+             "pose_steps": 30, "pose_preset": "tiny", "pose_qat_steps": 5, "eval_images": 3,
+             "multi_preset": "multi_tiny", "multi_steps": 400, "verifier_preset": "heads_tiny",
+             "verifier_steps": 300, "verifier_qat_steps": 5, "sensor_frames": 4},
 }
+VERIFIER_SEED = 7  # the verifier is trained apart from the pose net it checks: its own seed, too
 TARGET = "stm32h743"
 BENCH_BOARD = "qemu-m7"
 EVAL_METHODS = "ddpm,student,student-int8,blur,pixelate,mask"
@@ -48,6 +53,10 @@ def register(sub):
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: %(default)s)")
     p.add_argument("--fast", action="store_true", help="fewest steps (CI smoke test): the chain, not the quality")
     p.add_argument("--restart", action="store_true", help="forget finished stages and run everything again")
+    p.add_argument("--sensor", action="store_true",
+                   help="also the multi-person sensor: train the multi-person pose net and the independent "
+                        "verifier, and run frames of 1-4 people through the on-device pipeline on QEMU "
+                        "(~15 more minutes at the default size)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads for every stage (default: $OMP_NUM_THREADS if set, else 1: steady on "
                         "a shared machine; 2 threads are ~1.5x faster on idle cores, up to 10x slower on busy ones)")
@@ -73,7 +82,7 @@ def demo_threads(requested=None) -> int:
     return 1
 
 
-def _stages(out: Path, size: dict, threads: int):
+def _stages(out: Path, size: dict, threads: int, sensor: bool = False):
     photos, training, data, teacher = out / "photos", out / "training-photos", out / "dataset", out / "teacher"
     backgrounds = out / "training-backgrounds"
     student, quant, export = out / "student", out / "student-int8", out / "export"
@@ -121,6 +130,32 @@ def _stages(out: Path, size: dict, threads: int):
         ("eval", ["eval", "--images", str(photos), "--methods", EVAL_METHODS,
                   "--teacher", str(teacher), "--student", str(student), "--student-int8", str(quant),
                   *teacher_flags, *eval_limit, "--out", str(out / "eval")], out / "eval"),
+    ] + (_sensor_stages(out, size, threads) if sensor else [])
+
+
+def _sensor_stages(out: Path, size: dict, threads: int):
+    """Every face in the frame: the multi-person pose net, the verifier trained on that pipeline's outputs, and
+    frames of 1-4 people through the device (last: a leak makes this stage fail, after everything else ran)."""
+    pose_photos, student, quant = out / "pose-photos", out / "student", out / "student-int8"
+    multi, multi_quant = out / "pose-multi", out / "pose-multi-int8"
+    verifier, verifier_quant = out / "verifier", out / "verifier-int8"
+    return [
+        ("pose-multi", ["pose", "train", "--images", str(pose_photos / "train"), "--model", str(student),
+                        "--out", str(multi), "--steps", str(size["multi_steps"]), "--preset", size["multi_preset"],
+                        "--threads", str(threads)], multi),
+        ("quantize-pose-multi", ["quantize", "--model", str(multi), "--target", TARGET, "--out", str(multi_quant),
+                                 "--qat-steps", str(size["pose_qat_steps"]), "--threads", str(threads)], multi_quant),
+        ("verifier", ["pose", "train", "--images", str(pose_photos / "train"), "--model", str(student),
+                      "--out", str(verifier), "--steps", str(size["verifier_steps"]),
+                      "--preset", size["verifier_preset"], "--seed", str(VERIFIER_SEED),
+                      "--replaced-by", str(multi_quant), str(quant), "--threads", str(threads)], verifier),
+        ("quantize-verifier", ["quantize", "--model", str(verifier), "--target", TARGET, "--out",
+                               str(verifier_quant), "--qat-steps", str(size["verifier_qat_steps"]),
+                               "--threads", str(threads)], verifier_quant),
+        ("sensor", ["bench", "--pipeline", "--pose", str(multi_quant), "--model", str(quant),
+                    "--verifier", str(verifier_quant), "--board", BENCH_BOARD, "--frames", str(size["sensor_frames"]),
+                    "--out", str(out / "sensor" / "results.json"), "--firmware-dir", str(out / "firmware")],
+         out / "sensor"),
     ]
 
 
@@ -218,7 +253,7 @@ def run(args) -> int:
     done_dir.mkdir(parents=True, exist_ok=True)
     size = SIZES["fast" if args.fast else "default"]
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
-    stages = _stages(out, size, threads)
+    stages = _stages(out, size, threads, getattr(args, "sensor", False))
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)  # the stages run in this process
     print(f"demo: torch uses {threads} thread(s) (--threads / OMP_NUM_THREADS)", flush=True)
@@ -263,7 +298,8 @@ def run(args) -> int:
 
 
 def _say_failed(stage: str, why: str, args):
-    again = " ".join(["toolkit demo", "--out", str(args.out)] + (["--fast"] if args.fast else []))
+    again = " ".join(["toolkit demo", "--out", str(args.out)] + (["--fast"] if args.fast else [])
+                     + (["--sensor"] if getattr(args, "sensor", False) else []))
     print(f"demo: stage '{stage}' failed ({why}). The stages before it are kept: fix the cause and run "
           f"`{again}` again to resume from '{stage}'.", file=sys.stderr, flush=True)
 
@@ -289,6 +325,7 @@ def _write_summary(out: Path, timings: dict, threads: int, size: str):
             lines.append(f"| {model} | {fig['macs']:,} | {fig['mean_per_inference']:,.0f} | "
                          f"{1 / per_mac if per_mac else float('nan'):.2f} |")
     lines += _pipeline_section(out / "pipeline" / "results.json")
+    lines += _sensor_section(out / "sensor" / "results.json")
     pose = out / "pose-eval" / "pose_eval.json"
     if pose.exists():
         r = json.loads(pose.read_text())
@@ -319,3 +356,23 @@ def _pipeline_section(path: Path) -> list[str]:
             f"{s['faces_found']} of {s['frames']} frames with a face; bit-exact with the host reference: "
             f"{s['all_bit_exact']}; the frame without a person failed closed: {s['fail_closed']}", "",
             stage_table(result), "", "Frames in and out: `pipeline/results.png`"]
+
+
+def _sensor_section(path: Path) -> list[str]:
+    """Multi-person frames through the device (`toolkit demo --sensor`): what left it, and whether a face did."""
+    if not path.exists():
+        return ["", "## Anonymize at the sensor: multi-person frames", "",
+                "Not run: `toolkit demo --sensor` adds the multi-person pose net, the independent verifier and "
+                "frames of 1-4 people through the device (docs/firmware.md)."]
+    from toolkit.onboard.bench import people_table
+
+    result = json.loads(path.read_text())
+    s = result["summary"]
+    fit = s["fit"].get(TARGET, {})
+    return ["", f"## Anonymize at the sensor: multi-person frames ({BENCH_BOARD})", "",
+            (f"Frames of 1-4 people from the bundled photos; a delivered frame with a face left (a BlazePose nose "
+             f"or eye outside every replaced box) must not exist: {s['delivered_with_face_left']} here. Refused "
+             f"by the verifier: {s['verifier_refusals']} frame(s). Bit-exact with the host reference: "
+             f"{s['all_bit_exact']}; RAM {s['memory']['total'] / 1024:.1f} KiB, flash "
+             f"{s['flash_bytes'] / 1024:.1f} KiB, fits {TARGET}: {fit.get('fits')}."), "",
+            people_table(result), "", "Frames in and out: `sensor/results_frames/`"]

@@ -225,7 +225,7 @@ def bench_pipeline(args) -> dict:
         "host": platform.node(), "pose": str(Path(args.pose).resolve()), "student": str(Path(args.model).resolve()),
         "verifier": str(Path(args.verifier).resolve()) if getattr(args, "verifier", None) else None,
         "pipeline": {"models": pipe.model_names, "frame_size": pipe.frame_size, "size": pipe.size,
-                     "visible_min": pipe.visible_min, **{k: v for k, v in pipe.meta.items() if k != "student_source"}},
+                     "visible_min": pipe.visible_min, "max_faces": pipe.max_faces, **{k: v for k, v in pipe.meta.items() if k != "student_source"}},
         "models": models, "device": {**meta, "firmware": ident.fields, "info": info, "pipeline": layout},
         "timer": {"unit": unit, "note": unit_note(unit)}, "results": rows, "summary": summary,
         "_frames": outputs,
@@ -313,6 +313,35 @@ def stage_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def people_table(result: dict) -> str:
+    """Per number of people in the frame (multi-person frames, where the truth is known): frames, delivered,
+    delivered with a face left (must be 0), false refusals (refused though every face could have been
+    replaced) and the refusals by reason. Empty when no frame has a known truth."""
+    from collections import Counter
+
+    rows = [r for r in result["results"] if "people_truth" in r]
+    if not rows:
+        return ""
+    max_faces = result["pipeline"].get("max_faces")
+    by = {}
+    for r in rows:
+        c = by.setdefault(r["people_truth"], Counter())
+        delivered = r["status_device"] == "ok"
+        counts = {"frames": 1, "delivered": delivered, "left": delivered and bool(r.get("faces_left")),
+                  "false_refusal": not delivered and (max_faces is None or r["people_truth"] <= max_faces),
+                  r["status_device"]: not delivered}
+        c.update({k: int(v) for k, v in counts.items()})
+    lines = ["| people per frame | frames | delivered | delivered with a face left | false refusals | no_face | "
+             "too_many_faces | verify_failed |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    total = Counter()
+    for n in sorted(by):
+        total.update(by[n])
+    for label, c in [(str(n), by[n]) for n in sorted(by)] + [("**all**", total)]:
+        lines.append(f"| {label} | {c['frames']} | {c['delivered']} ({c['delivered'] / c['frames']:.0%}) | {c['left']} | "
+                     f"{c['false_refusal']} | {c['no_face']} | {c['too_many_faces']} | {c['verify_failed']} |")
+    return "\n".join(lines)
+
+
 def run(args, out: Path) -> int:
     """`toolkit bench --pipeline` (called by toolkit.bench.cli.run, which checked `out`)."""
     result = bench_pipeline(args)
@@ -327,6 +356,7 @@ def run(args, out: Path) -> int:
     if result.get("verifier"):
         print(f"refused by the verifier (a face outside the replaced boxes): {s['verifier_refusals']} frame(s)")
     if any("faces_left" in r for r in result["results"]):
+        print(people_table(result))
         print(f"delivered frames with a face left untouched: {s['delivered_with_face_left']} "
               f"(of {sum(r['status_device'] == 'ok' for r in result['results'])} delivered)")
     print("wrote " + ", ".join(str(p) for p in paths))
