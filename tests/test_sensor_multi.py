@@ -156,10 +156,11 @@ def test_multi_person_frames_on_qemu_m7_are_bit_exact(quantized_multi_pose_run, 
 
 
 def test_letterbox_keeps_the_aspect_ratio():
-    from toolkit.onboard.frames import letterbox
+    from toolkit.images import letterbox
 
     img = np.full((50, 200, 3), 200, np.uint8)
-    out = letterbox(img, 96)
+    out, scale, offset = letterbox(img, 96)
+    assert scale == 96 / 200 and list(offset) == [0, 36]
     assert out.shape == (96, 96, 3)
     assert (out[:30] == 0).all() and (out[-30:] == 0).all()  # bars above and below: 200x50 -> 96x24
     assert (out[36:60] == 200).all()

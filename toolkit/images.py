@@ -92,3 +92,18 @@ def list_images(inputs) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def letterbox(image: np.ndarray, size: int):
+    """Any H x W x 3 image scaled to fit size x size (area resampling when shrinking), centred on black:
+    (frame, scale, offset), where frame px = image px * scale + offset."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    frame = np.zeros((size, size, 3), np.uint8)
+    ox, oy = (size - nw) // 2, (size - nh) // 2
+    frame[oy:oy + nh, ox:ox + nw] = small
+    return frame, scale, np.array([ox, oy], np.float64)

@@ -158,25 +158,11 @@ def faces_left(out: np.ndarray | None, boxes, people) -> int:
     return n
 
 
-def letterbox(image: np.ndarray, size: int) -> np.ndarray:
-    """Any H x W x 3 image -> size x size: scaled to fit (area resampling when shrinking), centred, black bars."""
-    import cv2
-
-    h, w = image.shape[:2]
-    s = size / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    out = np.zeros((size, size, 3), np.uint8)
-    y0, x0 = (size - nh) // 2, (size - nw) // 2
-    out[y0:y0 + nh, x0:x0 + nw] = small
-    return out
-
-
 def user_frames(folder, size: int) -> list[tuple[str, np.ndarray]]:
     """(file name, letterboxed frame) of every image in a folder (`toolkit bench --pipeline --frames-from`)."""
     from pathlib import Path
 
-    from toolkit.images import list_images, load_rgb
+    from toolkit.images import letterbox, list_images, load_rgb
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -184,7 +170,7 @@ def user_frames(folder, size: int) -> list[tuple[str, np.ndarray]]:
     files = list_images([folder])
     if not files:
         raise ValueError(f"--frames-from {folder}: no images found")
-    return [(p.stem, letterbox(load_rgb(p), size)) for p in files]
+    return [(p.stem, letterbox(load_rgb(p), size)[0]) for p in files]
 
 
 def replaced_bank(regions, pipe, count: int, seed: int):

@@ -224,21 +224,6 @@ def predict_keypoints(net, image_uint8):
 # ---------------------------------------------------------------------------------------------- COCO labels
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, np.ndarray]:
-    """The whole image scaled to fit size x size, centred on black: (frame, scale, offset), frame px =
-    image px * scale + offset."""
-    import cv2
-
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    frame = np.zeros((size, size, 3), np.uint8)
-    ox, oy = (size - nw) // 2, (size - nh) // 2
-    frame[oy:oy + nh, ox:ox + nw] = small
-    return frame, scale, np.array([ox, oy], np.float64)
-
-
 def _result(image_id, keypoints: np.ndarray, score: float) -> dict:
     kp = np.concatenate([keypoints, np.ones((len(keypoints), 1))], axis=1)
     return {"image_id": image_id, "category_id": 1, "keypoints": kp.reshape(-1).tolist(), "score": float(score)}
@@ -254,7 +239,7 @@ def coco_predictions(net: PoseNet, coco_set, progress: bool = True) -> list[dict
     import cv2
     from tqdm.auto import tqdm
 
-    from toolkit.images import load_rgb
+    from toolkit.images import letterbox, load_rgb
     from toolkit.pose.multi import decode
 
     S = net.resolution

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 
+from toolkit.pose import multi
 from toolkit.pose.multi import _layout, _warp_ignore, _warp_rect
 
 FACE_POINTS = (0, 1, 2)  # nose, left eye, right eye: what a face left in a frame is judged by
@@ -98,15 +99,7 @@ def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def compose_frames(regions, n: int, rng: np.random.Generator, size: int = 96):
     """n frames of `compose_frame`: (images (n, size, size, 3), faces per frame, ignore (n, size, size))."""
-    if len(regions) == 0:
-        raise ValueError("no person regions to compose frames from")
-    imgs = np.zeros((n, size, size, 3), np.uint8)
-    ignore = np.zeros((n, size, size), bool)
-    faces = []
-    for j in range(n):
-        imgs[j], f, ignore[j] = compose_frame(regions, rng, size)
-        faces.append(f)
-    return imgs, faces, ignore
+    return multi.compose_frames(regions, n, rng, size, compose=compose_frame)
 
 
 def replaced_batch(bank, n: int, rng: np.random.Generator):

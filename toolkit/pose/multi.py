@@ -105,15 +105,17 @@ def compose_frame(regions, rng: np.random.Generator, size: int = 96, n: int | No
     return img, people, ignore
 
 
-def compose_frames(regions, n: int, rng: np.random.Generator, size: int = 96):
-    """n composed frames: (images (n, size, size, 3) uint8, people per frame, ignore (n, size, size) bool)."""
+def compose_frames(regions, n: int, rng: np.random.Generator, size: int = 96, compose=None):
+    """n frames of `compose` (default `compose_frame`): (images (n, size, size, 3) uint8, what each frame's
+    compose returned about its people, ignore (n, size, size) bool)."""
     if len(regions) == 0:
         raise ValueError("no person regions to compose frames from")
+    compose = compose or compose_frame
     imgs = np.zeros((n, size, size, 3), np.uint8)
     ignore = np.zeros((n, size, size), bool)
     people = []
     for j in range(n):
-        imgs[j], p, ignore[j] = compose_frame(regions, rng, size)
+        imgs[j], p, ignore[j] = compose(regions, rng, size)
         people.append(p)
     return imgs, people, ignore
 
