@@ -71,7 +71,7 @@ def test_demo_names_the_failed_stage_and_how_to_resume(monkeypatch, tmp_path, ca
         raise OSError("disk on fire")
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(toolkit.demo, "_stages", lambda out, size, threads: [
+    monkeypatch.setattr(toolkit.demo, "_stages", lambda out, size, threads, sensor: [
         ("first", first, out / "first"), ("second", second, out / "second")])
     if how == "exit":
         assert main(["demo", "--out", "demo-out", "--fast"]) == 2
