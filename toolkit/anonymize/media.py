@@ -120,24 +120,31 @@ def check_collisions(items: list[Item], inputs) -> None:
 # COCO keypoint datasets
 
 
+def read_coco_file(ann_path, images_root) -> tuple[dict, Path, Path]:
+    """(the annotation's JSON, its path, the images folder) after the checks every `--coco` verb makes:
+    --images-root given, both exist, the file is JSON."""
+    ann_path = Path(ann_path)
+    if images_root is None:
+        raise ValueError("--coco needs --images-root DIR (the folder the annotation's file_name entries are in)")
+    images_root = Path(images_root)
+    if not ann_path.is_file():
+        raise FileNotFoundError(f"--coco {ann_path}: no such annotation file")
+    if not images_root.is_dir():
+        raise FileNotFoundError(f"--images-root {images_root}: no such folder")
+    try:
+        return json.loads(ann_path.read_bytes()), ann_path, images_root
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{ann_path}: not a JSON file ({exc})") from exc
+
+
 def plan_coco(ann_path, images_root, out_dir) -> tuple[list[Item], dict, Path]:
     """Items for every image of a COCO annotation file; returns (items, annotation dict, annotation dst).
 
     Images go to OUT/images/<file_name> under their own names (the annotation refers to them), the
     annotation file is copied byte for byte to OUT/annotations/<name>.
     """
-    ann_path, out_dir = Path(ann_path), Path(out_dir)
-    if images_root is None:
-        raise ValueError("--coco needs --images-root DIR (the folder the annotation's file_name entries are in)")
-    images_root = Path(images_root)
-    if not ann_path.is_file():
-        raise FileNotFoundError(f"{ann_path}: no such annotation file")
-    if not images_root.is_dir():
-        raise FileNotFoundError(f"{images_root}: no such images folder")
-    try:
-        data = json.loads(ann_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{ann_path}: not a JSON annotation file ({exc})") from exc
+    data, ann_path, images_root = read_coco_file(ann_path, images_root)
+    out_dir = Path(out_dir)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{ann_path}: not a COCO annotation file (no 'images' list)")
     check_out_dir([ann_path, images_root], out_dir)

@@ -21,7 +21,6 @@ the labelled face points (`face_box_from_labels`), calibrated on the teacher's f
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,20 +285,11 @@ def _person(ann: dict, width: int, height: int, where: str) -> CocoPerson:
 def load_coco(annotation, images_root) -> CocoSet:
     """Read and check a COCO person-keypoints file; every problem is a ValueError / FileNotFoundError that names
     the file and what is wrong or missing."""
+    from toolkit.anonymize.media import read_coco_file
+
     require_pycocotools()
-    annotation = Path(annotation)
-    if images_root is None:
-        raise ValueError("--coco needs --images-root DIR (the folder the annotation's file_name entries are in)")
-    images_root = Path(images_root)
-    if not annotation.is_file():
-        raise FileNotFoundError(f"--coco {annotation}: no such annotation file")
-    if not images_root.is_dir():
-        raise FileNotFoundError(f"--images-root {images_root}: no such folder")
+    data, annotation, images_root = read_coco_file(annotation, images_root)
     where = str(annotation)
-    try:
-        data = json.loads(annotation.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{where}: not a JSON file ({exc})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{where}: not a COCO annotation file (a JSON object with 'images', 'annotations' and "
                          f"'categories' expected)")
