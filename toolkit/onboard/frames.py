@@ -141,6 +141,12 @@ def multi_person_frames(count: int, size: int = 96, photos=FRAME_PHOTOS, max_peo
     return frames
 
 
+def outside_boxes(x: float, y: float, boxes) -> bool:
+    """The pixel holding point (x, y) lies in none of the replaced boxes (x0, y0, x1, y1, end exclusive)."""
+    x, y = int(np.floor(x)), int(np.floor(y))
+    return not any(b[0] <= x < b[2] and b[1] <= y < b[3] for b in boxes)
+
+
 def faces_left(out: np.ndarray | None, boxes, people) -> int:
     """Faces of `people` (truth) not replaced in a delivered frame: a person whose visible nose or eye lies
     outside every replaced box counts (a partly covered face is a face left). 0 for a refused frame."""
@@ -148,13 +154,7 @@ def faces_left(out: np.ndarray | None, boxes, people) -> int:
         return 0
     n = 0
     for kp, vis in people:
-        for k in (0, 1, 2):  # nose, eyes
-            if not vis[k]:
-                continue
-            x, y = int(np.floor(kp[k, 0])), int(np.floor(kp[k, 1]))
-            if not any(b[0] <= x < b[2] and b[1] <= y < b[3] for b in boxes):
-                n += 1
-                break
+        n += any(vis[k] and outside_boxes(kp[k, 0], kp[k, 1], boxes) for k in (0, 1, 2))  # nose, eyes
     return n
 
 
@@ -196,8 +196,7 @@ def replaced_bank(regions, pipe, count: int, seed: int):
         if out is None:
             continue
         boxes = [f["box"] for f in info["faces"]]
-        left = [p[[not any(b[0] <= int(np.floor(x)) < b[2] and b[1] <= int(np.floor(y)) < b[3] for b in boxes)
-                   for x, y in p]] for p in pts]
+        left = [p[[outside_boxes(x, y, boxes) for x, y in p]] for p in pts]
         images.append(out)
         faces.append([p for p in left if len(p)])
     if not images:
