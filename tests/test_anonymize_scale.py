@@ -74,11 +74,12 @@ def test_two_torchrun_processes_give_the_single_process_outputs_and_report(tmp_p
     assert (r1["processes"], r2["processes"]) == (1, 2)
     assert comparable(r2) == comparable(r1)
     assert outputs(two) == outputs(one) and len(outputs(one)) == len(PHOTOS)
-    # Both processes worked, each on its own shard (their journals hold disjoint inputs).
-    shards = {int(p.stem[4:]): [json.loads(line)["input"] for line in p.read_text().splitlines()]
+    # Both processes worked, each on its own half: the inputs are dealt round-robin in report order.
+    shards = {int(p.stem[4:]): sorted(json.loads(line)["input"] for line in p.read_text().splitlines())
               for p in (two / JOURNAL_DIR).glob("rank*.jsonl")}
-    assert sorted(shards) == [0, 1] and all(shards.values())
-    assert all(shard_of(i, 2) == rank for rank, inputs in shards.items() for i in inputs)
+    order = [e["input"] for e in r2["items"]]
+    assert shards == {rank: sorted(i for k, i in enumerate(order) if shard_of(k, 2) == rank) for rank in (0, 1)}
+    assert [len(v) for v in shards.values()] == [len(PHOTOS) // 2] * 2
 
 
 KILLER = """

@@ -295,7 +295,7 @@ class Runner:
 
         Every process returns the merged report; the main process writes it.
         """
-        mine = [(i, it) for i, it in enumerate(items) if self.shard.owns(str(it.src))]
+        mine = [(i, it) for i, it in enumerate(items) if self.shard.owns(i)]
         done = self.journal.load() if self.journal is not None else {}
         entries: dict[int, dict] = {}
         todo = []

@@ -1,20 +1,20 @@
 """Data-parallel `toolkit anonymize`: which inputs this process handles, on which device, and the merge.
 
 The process group comes from the launcher (torchrun, or `accelerate launch`) through Accelerate's
-`PartialState`; a plain `toolkit anonymize` is a group of one. Each input goes to the shard given by a
-hash of its path, so the split does not depend on the order or number of other inputs, and a resumed
-run hands every input to the same process as before (with the same number of processes).
+`PartialState`; a plain `toolkit anonymize` is a group of one. Inputs are dealt round-robin over the
+sorted input list, so every process gets its fair share even of a handful of files (a hash of the path
+left one process idle now and then). Resuming needs no fixed split: every process reads every
+process's journal, so an input finished by any earlier process is skipped whatever the split is now.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 
-def shard_of(key: str, world_size: int) -> int:
-    """The process (0..world_size-1) that handles the input named `key`; stable across runs and machines."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % world_size
+def shard_of(index: int, world_size: int) -> int:
+    """The process (0..world_size-1) that handles the `index`-th input of the sorted input list."""
+    return index % world_size
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,8 @@ class Shard:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def owns(self, key: str) -> bool:
-        return shard_of(key, self.world_size) == self.rank
+    def owns(self, index: int) -> bool:
+        return shard_of(index, self.world_size) == self.rank
 
     def barrier(self) -> None:
         if self.world_size > 1:
