@@ -225,7 +225,7 @@ def test_head_seen_from_behind_is_blurred_not_given_a_face(assets, astronaut_rgb
     persons = detect(image)
     away = [faces_away(p.keypoints, p.visible) for p in persons]
     assert any(away) and not all(away)
-    out, faces = anonymize_image(image, method="ddpm", inpainter=FlatInpainter(), persons=persons)
+    out, faces = anonymize_image(image, method="ddpm", inpainter=FlatInpainter(), persons=persons, min_generate=0)
     for person, face, behind in zip(persons, faces, away):
         assert face["status"] == "anonymized" and face["method"] == ("blur" if behind else "ddpm")
         x0, y0, x1, y1 = box_pixels(person.face_box, image.shape)
@@ -233,10 +233,44 @@ def test_head_seen_from_behind_is_blurred_not_given_a_face(assets, astronaut_rgb
             assert "faces away" in face["reason"]
             assert np.array_equal(out[y0:y1, x0:x1], blur_box(image.copy(), person.face_box)[y0:y1, x0:x1])
     _, faces = anonymize_image(image, method="ddpm", inpainter=FlatInpainter(), persons=persons,
-                               facing_away="generate")
+                               facing_away="generate", min_generate=0)
     assert all(f["method"] == "ddpm" for f in faces)
     with pytest.raises(ValueError, match="facing-away"):
         Options(facing_away="mask")
+
+
+def test_face_under_min_generate_is_pixelated_not_generated(assets):
+    """A face too small to hold identity is pixelated (8x8 cells) instead of generated: the mosaic keeps the
+    hair and outline a pose model reads at that size. The threshold is the box's longer side, strict."""
+    from toolkit import assets as asset_cache
+    from toolkit.anonymize.baselines import pixelate_box
+    from toolkit.anonymize.pipeline import DEFAULT_MIN_GENERATE
+    from toolkit.detect import detect
+
+    image = load_rgb(asset_cache.sample_photo("vtest_200"))  # pedestrians with heads of 4 to 14 px
+    persons = detect(image)
+    sides = [max(p.face_box[2] - p.face_box[0], p.face_box[3] - p.face_box[1]) for p in persons]
+    assert any(s < DEFAULT_MIN_GENERATE for s in sides)
+    out, faces = anonymize_image(image, method="ddpm", inpainter=FlatInpainter(), persons=persons,
+                                 facing_away="generate")
+    for person, face, side in zip(persons, faces, sides):
+        assert face["status"] == "anonymized"
+        x0, y0, x1, y1 = box_pixels(person.face_box, image.shape)
+        if side < DEFAULT_MIN_GENERATE:
+            assert face["method"] == "pixelate" and "--min-generate" in face["reason"]
+            assert np.array_equal(out[y0:y1, x0:x1], pixelate_box(image.copy(), person.face_box)[y0:y1, x0:x1])
+        else:
+            assert face["method"] == "ddpm"
+    largest = max(sides)
+    for threshold, method in ((largest, "ddpm"), (largest + 0.01, "pixelate")):
+        _, faces = anonymize_image(image, method="ddpm", inpainter=FlatInpainter(), persons=persons,
+                                   facing_away="generate", min_generate=threshold)
+        assert faces[sides.index(largest)]["method"] == method
+    _, faces = anonymize_image(image, method="ddpm", inpainter=FlatInpainter(), persons=persons,
+                               facing_away="generate", min_generate=0)
+    assert all(f["method"] == "ddpm" for f in faces)
+    with pytest.raises(ValueError, match="min-generate"):
+        Options(min_generate=-1)
 
 
 def test_blur_sigma_is_configurable(astronaut_rgb, astronaut_persons):

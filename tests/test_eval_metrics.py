@@ -101,9 +101,10 @@ def test_report_notes_overlapping_kid_and_faces_not_generated():
     assert "| 10.0 [4.0, 18.0] |" in markdown_table(summary)
     summary["blur"]["kid_faces_ci"] = [0.02, 0.03]
     assert summary_notes(summary) == "KID: no two methods' 95% intervals overlap."
-    summary["ddpm"]["replaced_by"] = {"ddpm": 25, "blur": 10}
+    summary["ddpm"]["replaced_by"] = {"ddpm": 20, "blur": 10, "pixelate": 5}
     summary["blur"]["replaced_by"] = {"blur": 35}
-    assert summary_notes(summary).startswith("ddpm: of 35 faces, 10 blur (heads seen from behind")
+    assert summary_notes(summary).startswith("ddpm: of 35 faces, 10 blur (heads seen from behind, `--facing-away`), "
+                                             "5 pixelate (faces too small, `--min-generate`); no face generated")
 
 
 def test_low_rank_frechet_distance_matches_scipy_sqrtm():

@@ -7,7 +7,8 @@ import sys
 
 from toolkit.anonymize.baselines import DEFAULT_PIXEL_BLOCKS
 from toolkit.anonymize.media import REPORT_NAME
-from toolkit.anonymize.pipeline import DEFAULT_FEATHER, DEFAULT_PRIOR_STRENGTH, FACING_AWAY, METHODS, ON_MISS, Options
+from toolkit.anonymize.pipeline import (DEFAULT_FEATHER, DEFAULT_MIN_GENERATE, DEFAULT_PRIOR_STRENGTH, FACING_AWAY,
+                                       METHODS, ON_MISS, Options)
 
 DESCRIPTION = """\
 Detect every person, cut an FDF-framed crop around each face, generate a new face there with a trained
@@ -86,6 +87,11 @@ def register(subparsers) -> None:
                    help="--method ddpm, a head seen from behind (its left/right keypoint pairs in back-view "
                         "order): blur = blur its box, since the model only generates faces and would turn the "
                         "person round (default); generate = replace it like any face")
+    g.add_argument("--min-generate", type=float, default=DEFAULT_MIN_GENERATE, metavar="PX",
+                   help="--method ddpm: faces smaller than PX (box, longer side) are pixelated into "
+                        "--pixel-blocks cells instead of generated; at that size the mosaic holds no more "
+                        f"identity than the face, and keeps the hair a pose model reads (default {DEFAULT_MIN_GENERATE}"
+                        "; 0 = generate every face)")
     g.add_argument("--require-face", action="store_true",
                    help="refuse images (and videos with a frame) where no face is detected, instead of "
                         "writing them unchanged")
@@ -140,7 +146,7 @@ def run(args) -> int:
     opts = Options(method=args.method, seed=args.seed, batch_size=args.batch_size, on_miss=args.on_miss,
                    feather=args.feather, blur_sigma=args.blur_sigma, pixel_blocks=args.pixel_blocks,
                    mask_color=tuple(args.mask_color), prior_strength=args.prior_strength,
-                   facing_away=args.facing_away, sampling=sampling)
+                   facing_away=args.facing_away, min_generate=args.min_generate, sampling=sampling)
     if args.blur_sigma is not None and not args.blur_sigma > 0:
         raise ValueError(f"--blur-sigma must be positive, got {args.blur_sigma}")
     # Under torchrun / accelerate launch: this process's share of the inputs and its own device.

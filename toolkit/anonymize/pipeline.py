@@ -35,6 +35,11 @@ ON_MISS = ("refuse", "mask")
 # frontal and side views and would paint a face on it, turning the person round for any pose model trained
 # on the result. "blur" blurs its box instead (no face, the head's outline kept); "generate" replaces it too.
 FACING_AWAY = ("blur", "generate")
+# A face box smaller than this (px, longer side) is pixelated into --pixel-blocks cells instead of generated.
+# Such a face holds no more identity than that 8x8 mosaic, and a pose model reads a head that small from its
+# outline and hair, which the mosaic keeps and a generated inner face (the training crops have no hair) does
+# not. 16 px = 2 px per cell at 8 cells. 0 generates every face.
+DEFAULT_MIN_GENERATE = 16
 # Feather width (outside the face box) as a fraction of the face box's longer side.
 DEFAULT_FEATHER = 0.2
 
@@ -61,6 +66,7 @@ class Options:
     mask_color: tuple = DEFAULT_MASK_COLOR
     prior_strength: float = DEFAULT_PRIOR_STRENGTH  # SDEdit start from the model's face prior; 1 = pure noise
     facing_away: str = "blur"
+    min_generate: float = DEFAULT_MIN_GENERATE
     sampling: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -70,6 +76,8 @@ class Options:
             raise ValueError(f"unknown --on-miss policy {self.on_miss!r}; choose one of {', '.join(ON_MISS)}")
         if self.facing_away not in FACING_AWAY:
             raise ValueError(f"unknown --facing-away policy {self.facing_away!r}; choose one of {', '.join(FACING_AWAY)}")
+        if float(self.min_generate) < 0:
+            raise ValueError(f"--min-generate must be >= 0 px (0 = generate every face), got {self.min_generate}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if not (0.0 < float(self.prior_strength) <= 1.0):
@@ -300,9 +308,15 @@ def _run_inpainter(inpainter, jobs: list[dict], opts: Options, progress=None) ->
             progress.update(len(chunk))
 
 
-def _is_facing_away(person) -> bool:
+def _not_generated(person, opts: Options) -> tuple[str, str] | None:
+    """(baseline method, reason) for a face the generator must not draw; None for one it does."""
+    box = _field(person, "face_box")
+    if box is not None and max(box[2] - box[0], box[3] - box[1]) < float(opts.min_generate):
+        return "pixelate", f"face under {opts.min_generate:g} px (--min-generate): pixelated, no face generated"
     kps = _field(person, "keypoints")
-    return kps is not None and faces_away(kps, _field(person, "visible"))
+    if opts.facing_away == "blur" and kps is not None and faces_away(kps, _field(person, "visible")):
+        return "blur", "faces away from the camera: blurred, no face generated"
+    return None
 
 
 def _baseline_face(img: np.ndarray, person, face: dict, method: str, opts: Options) -> None:
@@ -338,11 +352,12 @@ def anonymize_batch(images: list[np.ndarray], persons: list[list], opts: Options
     pastes: list[list[dict]] = [[] for _ in images]
 
     if opts.method == "ddpm":
-        jobs, away = [], []
+        jobs, kept_back = [], []
         for i, (img, ps) in enumerate(zip(works, persons)):
             for k, person in enumerate(ps):
-                if opts.facing_away == "blur" and _is_facing_away(person):
-                    away.append((i, k))
+                instead = _not_generated(person, opts)
+                if instead is not None:
+                    kept_back.append((i, k, *instead))
                     continue
                 try:
                     job = _prepare_face(img, person, int(inpainter.resolution))
@@ -370,13 +385,13 @@ def anonymize_batch(images: list[np.ndarray], persons: list[list], opts: Options
                     for job in pastes[i]:
                         k = job["where"][1]
                         faces[i][k]["status"], faces[i][k]["reason"] = "failed", f"paste failed: {exc}"
-        # After the pastes: a generated crop's blend region may reach a neighbour's head and would undo its blur.
-        for i, k in away:
-            _baseline_face(works[i], persons[i][k], faces[i][k], "blur", opts)
+        # After the pastes: a generated crop's blend region may reach a neighbour's head and would undo it.
+        for i, k, method, reason in kept_back:
+            _baseline_face(works[i], persons[i][k], faces[i][k], method, opts)
             if faces[i][k]["status"] == "anonymized":
-                faces[i][k]["reason"] = "faces away from the camera: blurred, no face generated"
-        if progress is not None and away:
-            progress.update(len(away))
+                faces[i][k]["reason"] = reason
+        if progress is not None and kept_back:
+            progress.update(len(kept_back))
     else:
         for i, (img, ps) in enumerate(zip(works, persons)):
             for k, person in enumerate(ps):
@@ -410,7 +425,7 @@ def anonymize_image(image_uint8, *, method: str = "ddpm", inpainter=None, seed: 
                     detector=None, on_miss: str = "refuse", batch_size: int = 16, feather: float = DEFAULT_FEATHER,
                     blur_sigma: float | None = None, pixel_blocks: int = DEFAULT_PIXEL_BLOCKS,
                     mask_color=DEFAULT_MASK_COLOR, prior_strength: float = DEFAULT_PRIOR_STRENGTH,
-                    facing_away: str = "blur", **sampling):
+                    facing_away: str = "blur", min_generate: float = DEFAULT_MIN_GENERATE, **sampling):
     """Replace every face of one HxWx3 uint8 RGB image; returns (anonymized copy, faces report).
 
     persons: detections to use (default: run `detector`, default `toolkit.detect.detect`).
@@ -426,7 +441,7 @@ def anonymize_image(image_uint8, *, method: str = "ddpm", inpainter=None, seed: 
         persons = _detect(image, detector)
     opts = Options(method=method, seed=seed, batch_size=batch_size, on_miss=on_miss, feather=feather,
                    blur_sigma=blur_sigma, pixel_blocks=pixel_blocks, mask_color=tuple(mask_color),
-                   prior_strength=prior_strength, facing_away=facing_away,
+                   prior_strength=prior_strength, facing_away=facing_away, min_generate=min_generate,
                    sampling={k: v for k, v in sampling.items() if v is not None})
     (result,) = anonymize_batch([image], [list(persons)], opts, inpainter)
     if result.image is None:

@@ -438,9 +438,10 @@ def anonymize_files(inputs, out_dir, opts: Options, *, coco=None, images_root=No
         if getattr(inpainter, "face_prior", None) is not None:  # the prior file is in the model's fingerprint
             settings["prior_strength"] = opts.prior_strength
         settings["facing_away"] = opts.facing_away
+        settings["min_generate"] = opts.min_generate
     if opts.method == "blur" or (opts.method == "ddpm" and opts.facing_away == "blur"):
         settings["blur_sigma"] = opts.blur_sigma if opts.blur_sigma is not None else "auto (face side / 8)"
-    if opts.method == "pixelate":
+    if opts.method == "pixelate" or (opts.method == "ddpm" and opts.min_generate > 0):
         settings["pixel_blocks"] = opts.pixel_blocks
     if opts.method == "mask" or opts.on_miss == "mask":
         settings["mask_color"] = list(opts.mask_color)

@@ -60,13 +60,16 @@ def markdown_table(summary: dict) -> str:
 
 def summary_notes(summary: dict) -> str:
     """What the table alone does not say: faces a generator did not generate (heads seen from behind are
-    blurred, `--facing-away`), and which methods' KID intervals overlap (the faces do not tell them apart)."""
+    blurred, `--facing-away`; faces under `--min-generate` px are pixelated), and which methods' KID
+    intervals overlap (the faces do not tell them apart)."""
+    why = {"blur": "heads seen from behind, `--facing-away`", "pixelate": "faces too small, `--min-generate`"}
     notes = []
     for name, f in summary.items():
         other = {m: n for m, n in (f.get("replaced_by") or {}).items() if m != "ddpm"}
         if f.get("replaced_by", {}).get("ddpm") and other:
-            notes.append(f"{name}: of {f['faces']} faces, " + ", ".join(f"{n} {m}" for m, n in other.items())
-                         + " (heads seen from behind: no face to generate; `--facing-away`).")
+            notes.append(f"{name}: of {f['faces']} faces, " + ", ".join(f"{n} {m} ({why.get(m, m)})"
+                                                                       for m, n in other.items())
+                         + "; no face generated there.")
     ci = {name: f["kid_faces_ci"] for name, f in summary.items() if f.get("kid_faces_ci")}
     names = list(ci)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
