@@ -74,7 +74,7 @@ def summary_notes(summary: dict) -> str:
     names = list(ci)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
              if ci[a][0] <= ci[b][1] and ci[b][0] <= ci[a][1]]
-    if ci and not pairs:
+    if len(ci) > 1 and not pairs:
         notes.append("KID: no two methods' 95% intervals overlap.")
     elif pairs:
         notes.append("KID intervals overlap, so these faces do not tell the methods apart: "
