@@ -166,6 +166,29 @@ def test_rounding_helpers():
     assert [R.floor_div(-1, 2), R.ceil_div(-1, 2), R.ceil_div(7, 2)] == [-1, 0, 4]
 
 
+def test_colour_split_constants_are_the_hosts():
+    """tk_frame.h's skin rule is the host's (toolkit.diffusion.prior); the integer YCrCb follows OpenCV's."""
+    import re
+
+    import cv2
+
+    from toolkit.diffusion import prior as P
+
+    h = (REPO / "firmware" / "src" / "app" / "tk_frame.h").read_text()
+    c = {k: int(v) for k, v in re.findall(r"#define TK_FRAME_SKIN_(\w+) (\d+)", h)}
+    assert (c["CR_MIN"], c["CR_MAX"], c["CB_MIN"], c["CB_MAX"]) == (*P.SKIN_CR, *P.SKIN_CB)
+    assert c["MIN"] == P.MIN_SKIN_PIXELS and (c["DEFAULT_CR"], c["DEFAULT_CB"]) == R.DEFAULT_CHROMA
+    px = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    ycc = cv2.cvtColor(px, cv2.COLOR_RGB2YCrCb).astype(np.int64)
+    assert np.abs(R.luma_u8(px) - ycc[..., 0]).max() <= 1
+    # a pixel put into its own chroma comes back (up to the rounding of the two conversions)
+    y = R.luma_u8(px)
+    cr, cb = 128 + R.rshr(183 * (px[..., 0].astype(np.int64) - y), 8), 128 + R.rshr(144 * (px[..., 2] - y), 8)
+    ok = (np.abs(cr - 128) < 40) & (np.abs(cb - 128) < 40)  # away from the clamp
+    back = np.stack([R.colour_pixels(p, (int(r), int(b))) for p, r, b in zip(px[ok], cr[ok], cb[ok])])
+    assert np.abs(back.astype(np.int64) - px[ok]).max() <= 3
+
+
 def test_device_noise_is_a_seeded_unit_gaussian():
     z = R.noise_q16(1, 6000) / 65536.0
     assert abs(z.mean()) < 0.05 and 0.95 < z.std() < 1.05
@@ -195,10 +218,62 @@ def test_reference_replaces_exactly_the_face_box(sensor_pipeline, sensor_frames)
         iy = np.clip(((2 * (ys - cy) + 1) * S) // (2 * side), 0, S - 1)
         ix = np.clip(((2 * (xs - cx) + 1) * S) // (2 * side), 0, S - 1)
         assert not info["known"][iy, ix].any(), f"{label}: a face pixel was pasted from a known crop pixel"
-        assert np.array_equal(out[ys, xs], info["generated"][iy, ix])
+        chroma = info["faces"][0]["chroma"]
+        pasted = info["generated"] if chroma is None else R.colour_pixels(info["generated"], chroma)
+        assert np.array_equal(out[ys, xs], pasted[iy, ix])
         # the face really changes (the generated pixels are not the input's)
         assert (out[inside] != frame[inside]).any(axis=-1).mean() > 0.5, label
         assert info["crc"] == R.zlib.crc32(out.tobytes())
+
+
+def _centre_chroma(img, box):
+    """Mean (Cr, Cb) (OpenCV YCrCb) of the middle half of a face box: the face's skin."""
+    import cv2
+
+    x0, y0, x1, y1 = (max(v, 0) for v in box)
+    w, h = x1 - x0, y1 - y0
+    patch = np.ascontiguousarray(img[y0 + h // 4:y1 - h // 4, x0 + w // 4:x1 - w // 4])
+    return cv2.cvtColor(patch, cv2.COLOR_RGB2YCrCb).reshape(-1, 3)[:, 1:].astype(np.float64).mean(0)
+
+
+def test_gray_trained_student_is_pasted_in_the_skin_colour_of_its_context(sensor_pipeline, sensor_frames,
+                                                                            quantized_student_run, tmp_path):
+    """A student trained on gray faces (face prior colour "luma", as the demo's LFW-trained one) draws gray
+    faces. Without the colour split the device pasted them as grey blocks into colour frames (box chroma
+    neutral, 128/128: 44.9 levels |Cr|+|Cb| from the real face on the demo's head-and-shoulders frames); the host
+    colours them from the context's skin (prior.colour_from_context). The device now does the same in integers:
+    the student sees the crop in gray, the face keeps its luma in the mean chroma of the context's skin pixels
+    (16.9 levels; benchmarks/frame_colour.py, docs/firmware.md)."""
+    import shutil
+
+    from toolkit.diffusion.prior import load_prior
+    from toolkit.onboard.config import build_pipeline, c_sources
+
+    # the flag comes from the student's face prior, and reaches the C config
+    assert not sensor_pipeline.luma_student  # the fixture's generator was trained on colour photos
+    luma_run = tmp_path / "student-luma"
+    shutil.copytree(quantized_student_run, luma_run)
+    prior = load_prior(luma_run)
+    prior.colour = "luma"
+    prior.save(luma_run)
+    pipe = build_pipeline(sensor_pipeline.meta["pose_run"], luma_run, "pose_step0", "student")
+    assert pipe.luma_student and json.loads(c_sources(pipe)["pipeline_config.json"])["luma_student"]
+    # the colour of what is pasted, before the verify pass judges it (same gate, same frames both ways)
+    rgb_faces = _faces(dataclasses.replace(sensor_pipeline, verify=False), sensor_frames)
+    faces = _faces(dataclasses.replace(pipe, verify=False), sensor_frames)
+    assert len(faces) >= 2 and [f[0] for f in faces] == [f[0] for f in rgb_faces]
+    skin = 0
+    for (label, frame, out, info), (_, _, _, rgb_info) in zip(faces, rgb_faces):
+        face = info["faces"][0]
+        assert info["box"] == rgb_info["box"], label  # same keypoints, same box: only the colour differs
+        crop = info["crop_pixels"]
+        assert (crop[..., 0] == crop[..., 1]).all() and (crop[..., 1] == crop[..., 2]).all(), label
+        skin += tuple(face["chroma"]) != R.DEFAULT_CHROMA
+        real = _centre_chroma(frame, info["box"])
+        err = np.abs(_centre_chroma(out, info["box"]) - real).sum()
+        gray = np.abs(128.0 - real).sum()  # the grey block's error
+        assert err < 0.6 * gray, f"{label}: face chroma {err:.1f} levels from the real face's (grey: {gray:.1f})"
+    assert skin >= 1, "no frame's context showed skin: every face took the default chroma"
 
 
 def test_reference_is_deterministic_per_seed(sensor_pipeline, sensor_frames):
@@ -246,7 +321,7 @@ def test_integer_student_follows_the_float_student(sensor_pipeline, sensor_frame
     pipe = sensor_pipeline
     label, frame, _, info = _faces(pipe, sensor_frames)[0]
     S = pipe.size
-    img, known, maps, _ = R.student_inputs(frame, pipe, np.asarray(info["keypoints_q8"]), info["visible"],
+    img, known, maps, _, _ = R.student_inputs(frame, pipe, np.asarray(info["keypoints_q8"]), info["visible"],
                                            info["box"], info["crop"], 3)
     z = R.noise_q16(3, S * S * 3).reshape(S, S, 3) / 65536.0
     inp = load_student_inpainter(tiny_student_run)
@@ -359,8 +434,9 @@ def test_pipeline_on_qemu_m7_is_bit_exact(quantized_pose_run, quantized_student_
 # ------------------------------------------------------------------------------------------ C twin, edge cases
 
 
-def _tiny_pipeline():
-    """Python twin of firmware/test/support/tiny_pipeline.c (same tables, same stand-in networks)."""
+def _tiny_pipeline(luma: bool = True):
+    """Python twin of firmware/test/support/tiny_pipeline.c (same tables, same stand-in networks; `luma` is
+    its TINY_LUMA)."""
     from toolkit.onboard.config import Pipeline, StepConst
 
     def pose(q):  # heatmap cell (cy, cx) of keypoint k = red channel of pixel (4cy + k % 4, 4cx + k // 4)
@@ -386,14 +462,16 @@ def _tiny_pipeline():
                     heatmap_scale=1 / 256, visible_min=100, size=8,
                     pixel_q16=trunc((2 * i - 255) * 65536, 255).astype(np.int32), sqrt_a0_q14=3000,
                     sqrt_1ma0_q14=16000, gauss_q15=gauss, steps=steps, out_pixel_lut=(255 - i).astype(np.uint8),
-                    student_base="tiny", verify=False)  # tiny_pipeline.c leaves verify off
+                    student_base="tiny", verify=False,  # tiny_pipeline.c leaves verify off
+                    luma_student=luma)
 
 
-def test_firmware_pipeline_matches_reference_at_frame_edges(tmp_path):
+@pytest.mark.parametrize("luma", [True, False], ids=["luma_student", "rgb_student"])
+def test_firmware_pipeline_matches_reference_at_frame_edges(tmp_path, luma):
     """The C pipeline (built for the host with the hand-written test pipeline, under ASan/UBSan) against its
     Python twin on frames whose faces sit anywhere, edges and corners included: boxes clipped by the frame,
     crops reaching outside it (edge replication), negative coordinates; heads the gate accepts and refuses
-    (no nose, no eye, a nose away from the rest). Every byte must agree."""
+    (no nose, no eye, a nose away from the rest); with and without the colour split. Every byte must agree."""
     from toolkit.bench import transport
     from toolkit.bench.protocol import Device
 
@@ -402,9 +480,10 @@ def test_firmware_pipeline_matches_reference_at_frame_edges(tmp_path):
     srcs = ["src/main.c", "src/ee_harness.c", "src/ee_protocol.c", "src/port/port_native.c",
             "test/support/tiny_model.c", "test/support/tiny_pipeline.c", "src/app/tk_frame.c"]
     subprocess.run(["gcc", "-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                    "-DTH_NATIVE_POOL_BYTES=262144", "-Isrc", "-Isrc/app", "-Ilib/tkengine/include", *srcs, "-o", str(exe)],
+                    "-DTH_NATIVE_POOL_BYTES=262144", f"-DTINY_LUMA={int(luma)}", "-Isrc", "-Isrc/app",
+                    "-Ilib/tkengine/include", *srcs, "-o", str(exe)],
                    cwd=fw, check=True)
-    pipe = _tiny_pipeline()
+    pipe = _tiny_pipeline(luma)
     rng = np.random.default_rng(7)
     seen = {"ok": 0, "no_face": 0, "clipped": 0, "crop_outside": 0, R.GATE_NO_NOSE: 0, R.GATE_NO_EYE: 0,
             R.GATE_IMPLAUSIBLE: 0}

@@ -78,6 +78,9 @@ class Pipeline:
     verify: bool = True  # run the pose net again on the output; a nose outside every replaced box fails it
     # The independent verifier (toolkit.pose.heads) on the output, after the pose net's verify; None: none.
     verifier: "VerifierConst | None" = None
+    # The student was trained on gray faces (its face prior's colour "luma", toolkit.diffusion.prior): it sees
+    # the crop in gray and the generated face takes the context's skin chroma (reference.skin_chroma).
+    luma_student: bool = False
 
     @property
     def model_names(self) -> list[str]:
@@ -230,6 +233,9 @@ def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
     out_lut = np.clip(np.floor((v.astype(np.float64) + 1.0) * 127.5 + 0.5), 0, 255).astype(np.uint8)
     pix = np.floor((np.arange(256) * 2 - 255) * 65536 / 255 + 0.5).astype(np.int32)
     a0 = alphas[0]
+    from toolkit.diffusion.prior import load_prior
+
+    prior = load_prior(student_run)  # None: an artifact without a prior samples in RGB, as on the host
     verifier = build_verifier(verifier_run, verifier_name, int(fh)) if verifier_run is not None else None
     return Pipeline(
         frame_size=int(fh), pose_name=pose_name, pose_graph=pose_graph, pose_source=str(pose_onnx),
@@ -244,6 +250,7 @@ def build_pipeline(pose_run, student_run, pose_name: str, student_base: str,
               "student_source": (sm.get("source") or {}).get("path"), "center_peak": center_peak},
         multi_person=multi, center_min=max(1, math.ceil(center_peak / float(t_hm.scale))),
         offset_q8=offset_q8 if multi else None, verify=bool(verify), verifier=verifier,
+        luma_student=prior is not None and prior.colour == "luma",
     )
 
 
@@ -319,11 +326,12 @@ def c_sources(pipe: Pipeline) -> dict[str, str]:
           f"    {int(pipe.multi_person)}, {pipe.center_min}, {'offset_q8' if pipe.offset_q8 is not None else 'NULL'},"
           f" {pipe.max_faces}, {int(pipe.verify)},",
           f"    {f'&{ver.name}_model, verifier_input_lut, {ver.stride}, {ver.min_value}' if ver else 'NULL, NULL, 1, 0'},",
+          f"    {int(pipe.luma_student)},",
           "};", ""]
     meta = {"models": pipe.model_names, "pose": pipe.pose_name, "student": pipe.student_base,
             "frame_size": pipe.frame_size, "size": pipe.size, "steps": len(pipe.steps),
             "visible_min": pipe.visible_min, "multi_person": pipe.multi_person, "center_min": pipe.center_min,
-            "max_faces": pipe.max_faces, "verify": pipe.verify,
+            "max_faces": pipe.max_faces, "verify": pipe.verify, "luma_student": pipe.luma_student,
             "verifier": {"name": ver.name, "stride": ver.stride, "min_value": ver.min_value,
                          "threshold": ver.threshold} if ver else None,
             "sources": [pipe.pose_source] + [s.source for s in pipe.steps] + ([ver.source] if ver else []),

@@ -15,13 +15,16 @@
          source = crop0 + floor((2j + 1) * side / (2S)), clamped to the frame. Unknown (to generate) = crop
          pixels that overlap the face box at all (rounded outward). Keypoint maps: separable Q15 Gaussians
          from a LUT indexed by |distance| in 1/16 crop px (keypoints mapped to Q4 crop coordinates).
+         Colour split (pipe.luma_student: a student trained on gray faces, `toolkit.diffusion.prior`): the
+         skin chroma of the crop's known pixels is kept (`skin_chroma`) and the student sees the crop in gray.
       4. noise: xorshift32 seeded with seed ^ 0x9E3779B9 (0 -> 1); z = sum of 12 draws' top 16 bits
          - 6 * 2^16 (Irwin-Hall, Q16, unit variance). x = known ? rshr(sqrt(a0) img + sqrt(1-a0) z, 14) : z.
          Step k: int8 input [x, img*known, known, maps] with the step's own scale (Q16 -> int8 by a Q31
          multiplier), the step network, x0 = LUT[out]; k < N-1: x = rshr(c1 x + c2 (known ? img : x0), 14);
          the last step's int8 output -> uint8 pixel by LUT.
       5. paste: every frame pixel of the face box (clipped to the frame) takes the nearest crop pixel
-         (index floor((2 (f - crop0) + 1) S / (2 side))), which the outward mask makes a generated one.
+         (index floor((2 (f - crop0) + 1) S / (2 side))), which the outward mask makes a generated one; with
+         the colour split, in the skin chroma of step 3 (`colour_pixels`: the generated luma kept).
       6. verify (`verify_output`): the pose net on the output; a nose outside every box fails the frame.
       7. verifier (`verify_heads`, when the pipeline has one): the independent face-presence net
          (toolkit.pose.heads) on the output: input = its own LUT[pixel]; a cell whose int8 output >= min_value
@@ -35,6 +38,7 @@ import zlib
 
 import numpy as np
 
+from toolkit.diffusion.prior import DEFAULT_SKIN_CRCB, MIN_SKIN_PIXELS, SKIN_CB, SKIN_CR
 from toolkit.pose.model import div_round_away as div_round  # the heatmap decode's rounding, one rule
 from toolkit.onboard.config import NOSE, Pipeline
 
@@ -181,6 +185,42 @@ def gauss_1d(pipe: Pipeline, k_q4: int, S: int) -> np.ndarray:
     return np.where(d < lut.size, lut[np.minimum(d, lut.size - 1)], 0)
 
 
+# ------------------------------------------------------------------------------ colour split (integer YCrCb)
+
+# A student trained on gray faces (prior colour "luma") draws gray faces: on the host the face then takes its
+# chroma from the skin around it (toolkit.diffusion.prior.colour_from_context); this is the device's integer
+# form of that rule. BT.601 full range (OpenCV's YCrCb) in Q8; skin = the prior's YCrCb range (Chai & Ngan).
+# tk_frame.h holds the same numbers (TK_FRAME_SKIN_*; tests/test_sensor.py checks they agree).
+DEFAULT_CHROMA = tuple(int(round(v)) for v in DEFAULT_SKIN_CRCB)
+
+
+def luma_u8(px: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> (...) int64 Y = (77 R + 150 G + 29 B + 128) >> 8."""
+    p = np.asarray(px, np.int64)
+    return (77 * p[..., 0] + 150 * p[..., 1] + 29 * p[..., 2] + 128) >> 8
+
+
+def skin_chroma(img: np.ndarray, known: np.ndarray) -> tuple[int, int]:
+    """(Cr, Cb) of a face's context: the rounded mean over the known crop pixels whose chroma is skin's, when
+    at least MIN_SKIN_PIXELS are; DEFAULT_CHROMA otherwise. The face being replaced never gives its colour."""
+    p = np.asarray(img, np.int64)[known]
+    y = luma_u8(p)
+    cr, cb = 128 + rshr(183 * (p[:, 0] - y), 8), 128 + rshr(144 * (p[:, 2] - y), 8)
+    skin = (cr >= SKIN_CR[0]) & (cr <= SKIN_CR[1]) & (cb >= SKIN_CB[0]) & (cb <= SKIN_CB[1])
+    n = int(skin.sum())
+    if n < MIN_SKIN_PIXELS:
+        return DEFAULT_CHROMA
+    return div_round(int(cr[skin].sum()), n), div_round(int(cb[skin].sum()), n)
+
+
+def colour_pixels(px: np.ndarray, chroma) -> np.ndarray:
+    """(..., 3) uint8: each pixel's own luma in the chroma (Cr, Cb)."""
+    y = luma_u8(px)
+    dr, db = int(chroma[0]) - 128, int(chroma[1]) - 128
+    rgb = np.stack([y + rshr(359 * dr, 8), y - rshr(183 * dr + 88 * db, 8), y + rshr(454 * db, 8)], axis=-1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
 # ------------------------------------------------------------------------------ the pipeline
 
 def run_network(graph, q: np.ndarray) -> np.ndarray:
@@ -288,13 +328,19 @@ def check_frame(frame, pipe: Pipeline) -> np.ndarray:
 
 
 def student_inputs(frame: np.ndarray, pipe: Pipeline, kp_q8, visible, box, crop, seed: int):
-    """(crop pixels (S,S,3) uint8, known (S,S) bool, maps Q15 (S,S,7), x_init Q16 (S,S,3)) for a face."""
+    """(crop pixels the student sees (S,S,3) uint8, known (S,S) bool, maps Q15 (S,S,7), x_init Q16 (S,S,3),
+    chroma) for a face: with pipe.luma_student the pixels are gray and chroma the context's skin (Cr, Cb),
+    else the pixels are the crop's and chroma None."""
     S, H = pipe.size, pipe.frame_size
     cx0, cy0, side = crop
     ys, xs = crop_indices(cy0, side, S, H), crop_indices(cx0, side, S, H)
     img = frame[ys[:, None], xs[None, :]]
     unknown = unknown_1d(cy0, side, S, box[1], box[3])[:, None] & unknown_1d(cx0, side, S, box[0], box[2])[None, :]
     known = ~unknown
+    chroma = None
+    if pipe.luma_student:
+        chroma = skin_chroma(img, known)
+        img = np.repeat(luma_u8(img)[..., None], 3, axis=-1).astype(np.uint8)
     maps = np.zeros((S, S, 7), np.int64)
     for k in range(7):
         if not visible[k]:
@@ -305,7 +351,7 @@ def student_inputs(frame: np.ndarray, pipe: Pipeline, kp_q8, visible, box, crop,
     z = noise_q16(seed, S * S * 3).reshape(S, S, 3)
     img_q16 = pipe.pixel_q16[img].astype(np.int64)
     x = np.where(known[..., None], rshr(pipe.sqrt_a0_q14 * img_q16 + pipe.sqrt_1ma0_q14 * z, 14), z)
-    return img, known, maps, x
+    return img, known, maps, x, chroma
 
 
 def run_student(pipe: Pipeline, img: np.ndarray, known: np.ndarray, maps: np.ndarray, x: np.ndarray,
@@ -354,9 +400,10 @@ def anonymize_frame(frame, pipe: Pipeline, seed: int):
       "verify_failed"   the pose net, run again on the output, still finds a nose outside every replaced box,
                         or the independent verifier sees a face outside them (info["verifier_left"]: its cells)
 
-    info: status, gate, faces (per face: keypoints_q8, peaks, visible, box, crop), people (detected), the first
+    info: status, gate, faces (per face: keypoints_q8, peaks, visible, box, crop, chroma), people (detected), the first
     face's keypoints_q8 / peaks / visible (also for a refused frame) and box / crop at the top level, crc of
-    the output frame, verify_left (noses found outside the boxes), and the last face's crop/mask for reports."""
+    the output frame, verify_left (noses found outside the boxes), and the last face's crop (as the student saw
+    it), mask and generated crop (the student's pixels, before the colour split) for reports."""
     frame = check_frame(frame, pipe)
     seed = int(seed)
     if not 0 <= seed <= 0xFFFFFFFF:
@@ -380,11 +427,12 @@ def anonymize_frame(frame, pipe: Pipeline, seed: int):
     for i, (kp, peaks, visible) in enumerate(people):
         box = face_box(kp, visible)
         crop = crop_box(box)
-        img, known, maps, x = student_inputs(out, pipe, kp, visible, box, crop, (seed + i) & 0xFFFFFFFF)
+        img, known, maps, x, chroma = student_inputs(out, pipe, kp, visible, box, crop, (seed + i) & 0xFFFFFFFF)
         gen = run_student(pipe, img, known, maps, x)
-        out = paste(out, gen, box, crop, pipe.size)
+        out = paste(out, gen if chroma is None else colour_pixels(gen, chroma), box, crop, pipe.size)
         info["faces"].append({"keypoints_q8": kp.tolist(), "peaks": [int(p) for p in peaks],
-                              "visible": [bool(v) for v in visible], "box": list(box), "crop": list(crop)})
+                              "visible": [bool(v) for v in visible], "box": list(box), "crop": list(crop),
+                              "chroma": None if chroma is None else list(chroma)})
     boxes = [f["box"] for f in info["faces"]]
     info.update(box=boxes[0], crop=info["faces"][0]["crop"], crop_pixels=img, known=known, generated=gen)
     if pipe.verify:

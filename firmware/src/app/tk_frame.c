@@ -311,8 +311,40 @@ static void layout_scratch(const tk_pipeline_t *p, uint8_t *base, scratch_t *sc)
     sc->gx = sc->gy + KP * S;
 }
 
+/* ---- colour split (twins of reference.luma_u8, skin_chroma, colour_pixels) ------------------------------ */
+
+static int32_t luma_u8(const uint8_t *px) {
+    return (int32_t)((77 * (uint32_t)px[0] + 150 * (uint32_t)px[1] + 29 * (uint32_t)px[2] + 128) >> 8);
+}
+
+/* Mean skin chroma of the known crop pixels (default when too few are skin), then the crop in gray. */
+static void split_colour(const tk_pipeline_t *p, tk_frame_face_t *r, const scratch_t *sc) {
+    const int32_t n = p->size * p->size;
+    int64_t sum_cr = 0, sum_cb = 0, skin = 0;
+    int32_t i;
+    for (i = 0; i < n; i++) {
+        const uint8_t *px = sc->img + i * 3;
+        int32_t y = luma_u8(px);
+        int64_t cr = 128 + tk_rshr(183 * (int64_t)(px[0] - y), 8), cb = 128 + tk_rshr(144 * (int64_t)(px[2] - y), 8);
+        if (sc->known[i] && cr >= TK_FRAME_SKIN_CR_MIN && cr <= TK_FRAME_SKIN_CR_MAX && cb >= TK_FRAME_SKIN_CB_MIN &&
+            cb <= TK_FRAME_SKIN_CB_MAX) {
+            sum_cr += cr;
+            sum_cb += cb;
+            skin++;
+        }
+    }
+    r->chroma[0] = skin >= TK_FRAME_SKIN_MIN ? (int32_t)tk_div_round(sum_cr, skin) : TK_FRAME_SKIN_DEFAULT_CR;
+    r->chroma[1] = skin >= TK_FRAME_SKIN_MIN ? (int32_t)tk_div_round(sum_cb, skin) : TK_FRAME_SKIN_DEFAULT_CB;
+    for (i = 0; i < n; i++) {
+        uint8_t *px = sc->img + i * 3;
+        px[0] = px[1] = px[2] = (uint8_t)luma_u8(px);
+    }
+}
+
+static uint8_t clamp_u8(int64_t v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); }
+
 /* Crop, mask, keypoint-map factors and x_init (twin of reference.student_inputs). */
-static void prepare_crop(const tk_pipeline_t *p, const uint8_t *frame, uint32_t seed, const tk_frame_face_t *r,
+static void prepare_crop(const tk_pipeline_t *p, const uint8_t *frame, uint32_t seed, tk_frame_face_t *r,
                          const scratch_t *sc) {
     const int32_t S = p->size, H = p->frame_h, W = p->frame_w;
     const int64_t cx0 = r->crop[0], cy0 = r->crop[1], side = r->crop[2];
@@ -328,6 +360,7 @@ static void prepare_crop(const tk_pipeline_t *p, const uint8_t *frame, uint32_t 
             sc->known[i * S + j] = (uint8_t)!(uy && ux);
         }
     }
+    if (p->luma_student) split_colour(p, r, sc);
     for (k = 0; k < KP; k++) {
         if (!r->visible[k]) {
             memset(sc->gy + k * S, 0, (size_t)S * sizeof(int32_t));
@@ -391,19 +424,27 @@ static int student_step(const tk_pipeline_t *p, uint32_t k, const tk_frame_mem_t
     return 0;
 }
 
-/* Face box pixels (clipped) <- nearest generated crop pixel (twin of reference.paste). */
+/* Face box pixels (clipped) <- nearest generated crop pixel (twin of reference.paste), with luma_student its
+ * luma in the face's chroma (twin of reference.colour_pixels). */
 static void paste(const tk_pipeline_t *p, uint8_t *frame, const int8_t *gen, const tk_frame_face_t *r) {
     const int32_t S = p->size, H = p->frame_h, W = p->frame_w;
     const int64_t cx0 = r->crop[0], cy0 = r->crop[1], side = r->crop[2];
     int32_t x0 = r->box[0] < 0 ? 0 : r->box[0], y0 = r->box[1] < 0 ? 0 : r->box[1];
     int32_t x1 = r->box[2] > W ? W : r->box[2], y1 = r->box[3] > H ? H : r->box[3];
+    const int64_t dr = r->chroma[0] - 128, db = r->chroma[1] - 128;
     int32_t fy, fx, c;
     for (fy = y0; fy < y1; fy++) {
         int32_t iy = clampi(tk_floor_div((2 * (fy - cy0) + 1) * S, 2 * side), 0, S - 1);
         for (fx = x0; fx < x1; fx++) {
             int32_t ix = clampi(tk_floor_div((2 * (fx - cx0) + 1) * S, 2 * side), 0, S - 1);
-            for (c = 0; c < 3; c++)
-                frame[((size_t)fy * (size_t)W + (size_t)fx) * 3u + (size_t)c] = p->out_pixel_lut[gen[(iy * S + ix) * 3 + c] + 128];
+            uint8_t *out = frame + ((size_t)fy * (size_t)W + (size_t)fx) * 3u;
+            for (c = 0; c < 3; c++) out[c] = p->out_pixel_lut[gen[(iy * S + ix) * 3 + c] + 128];
+            if (p->luma_student) {
+                int64_t y = luma_u8(out);
+                out[0] = clamp_u8(y + tk_rshr(359 * dr, 8));
+                out[1] = clamp_u8(y - tk_rshr(183 * dr + 88 * db, 8));
+                out[2] = clamp_u8(y + tk_rshr(454 * db, 8));
+            }
         }
     }
 }

@@ -37,6 +37,16 @@ extern "C" {
  * (the pose net again on the output), heads (the independent verifier, when configured). crop, steps and
  * paste add up over the faces of the frame. */
 #define TK_FRAME_MAX_STAGES (7 + TK_FRAME_MAX_STEPS)
+/* Colour split of a gray-trained student (luma_student): skin = the context pixels whose YCrCb chroma lies in
+ * these ranges; their mean chroma colours the face when at least TK_FRAME_SKIN_MIN of them are, else the
+ * default. Twins of toolkit.diffusion.prior SKIN_CR, SKIN_CB, MIN_SKIN_PIXELS, DEFAULT_SKIN_CRCB. */
+#define TK_FRAME_SKIN_CR_MIN 133
+#define TK_FRAME_SKIN_CR_MAX 173
+#define TK_FRAME_SKIN_CB_MIN 77
+#define TK_FRAME_SKIN_CB_MAX 127
+#define TK_FRAME_SKIN_MIN 12
+#define TK_FRAME_SKIN_DEFAULT_CR 150
+#define TK_FRAME_SKIN_DEFAULT_CB 112
 
 enum {
     TK_FRAME_OK = 0,
@@ -83,6 +93,9 @@ typedef struct {
     const int8_t *verifier_input_lut; /* [256] uint8 pixel -> verifier input */
     int32_t verifier_stride;
     int32_t verifier_min;
+    /* Nonzero: the student was trained on gray faces: it sees the crop in gray (Y of BT.601) and the face is
+     * pasted with its own luma in the chroma of the context's skin (toolkit.onboard.reference.skin_chroma). */
+    int32_t luma_student;
 } tk_pipeline_t;
 
 /* Buffers the caller provides (16-byte aligned): the models share one arena, one input and one output
@@ -100,6 +113,7 @@ typedef struct {
     uint8_t visible[TK_FRAME_KEYPOINTS];
     int32_t box[4];                              /* face box x0, y0, x1, y1 (x1/y1 exclusive) */
     int32_t crop[3];                             /* crop box x0, y0, side */
+    int32_t chroma[2];                           /* luma_student: Cr, Cb the face is pasted in */
 } tk_frame_face_t;
 
 typedef struct {

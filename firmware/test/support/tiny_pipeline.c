@@ -65,8 +65,13 @@ static const tk_frame_step_t steps[2] = {
     {&step_model, 1 << 30, -9, 0, x0_q16, 9000, 9000},
     {&step_model, 1 << 30, -9, 0, x0_q16, 0, 0},
 };
+/* TINY_LUMA 1 (default): the colour split of a gray-trained student (tests/test_sensor.py builds both). */
+#ifndef TINY_LUMA
+#define TINY_LUMA 1
+#endif
 static const tk_pipeline_t pipe = {
     FH, FH, &pose_model, pose_lut, -128, 4, 100, S, 2, steps, pixel_q16, 3000, 16000, gauss, 24, out_lut,
+    0, 0, NULL, 0, 0, NULL, NULL, 0, 0, TINY_LUMA,
 };
 
 const tk_pipeline_t *const tk_pipeline = &pipe;
