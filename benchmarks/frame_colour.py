@@ -34,11 +34,13 @@ def _ycc(img):
     return cv2.cvtColor(np.ascontiguousarray(img, np.uint8), cv2.COLOR_RGB2YCrCb).reshape(-1, 3).astype(np.float64)
 
 
-def _high_freq(img) -> float:
+def _high_freq(img, where=None) -> float:
+    """Mean |Y - Gaussian(Y, 1 px)| over the image, or over its pixels where `where` (H x W bool) is set."""
     import cv2
 
     y = _ycc(img)[:, 0].reshape(img.shape[:2]).astype(np.float32)
-    return float(np.abs(y - cv2.GaussianBlur(y, (0, 0), 1.0)).mean())
+    hf = np.abs(y - cv2.GaussianBlur(y, (0, 0), 1.0))
+    return float((hf if where is None else hf[where]).mean())
 
 
 def face_colour(frame, out, box) -> dict:
@@ -53,7 +55,6 @@ def face_colour(frame, out, box) -> dict:
 
 def student_swaps(pipe, frames, seed: int) -> None:
     """Table of the generated crop's HF and saturation per swapped input (see the module docstring)."""
-    import cv2
     import torch
 
     from toolkit import assets
@@ -80,9 +81,7 @@ def student_swaps(pipe, frames, seed: int) -> None:
             gen = ((x0[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
         else:
             gen = R.run_student(p, img, known, maps, x)
-        y = _ycc(gen)[:, 0].reshape(S, S).astype(np.float32)
-        hf = np.abs(y - cv2.GaussianBlur(y, (0, 0), 1.0))[~known].mean()
-        return float(hf), float(np.abs(_ycc(gen)[:, 1:] - 128).reshape(S, S, 2)[~known].mean())
+        return _high_freq(gen, ~known), float(np.abs(_ycc(gen)[:, 1:] - 128).reshape(S, S, 2)[~known].mean())
 
     swaps = ("device", "blazepose keypoints", "inner box", "gray input", "no shoulder maps", "float student")
     print("| frame | " + " | ".join(swaps) + " |")
@@ -113,8 +112,7 @@ def student_swaps(pipe, frames, seed: int) -> None:
             unknown = it["mask"][0].numpy() < 0.5
             for img, acc in ((out[0], hf_gen), (it["image"], hf_real)):
                 u8 = ((img.permute(1, 2, 0).numpy().clip(-1, 1) + 1) * 127.5).round().astype(np.uint8)
-                y = _ycc(u8)[:, 0].reshape(S, S).astype(np.float32)
-                acc.append(float(np.abs(y - cv2.GaussianBlur(y, (0, 0), 1.0))[unknown].mean()))
+                acc.append(_high_freq(u8, unknown))
         print(f"the float student on {len(hf_gen)} of its own validation faces ({data}): HF {np.mean(hf_gen):.2f} "
               f"(the real faces {np.mean(hf_real):.2f})")
     print()
