@@ -200,12 +200,17 @@ def luma_u8(px: np.ndarray) -> np.ndarray:
     return (77 * p[..., 0] + 150 * p[..., 1] + 29 * p[..., 2] + 128) >> 8
 
 
+def chroma_u8(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., 3) uint8 RGB -> (Cr, Cb), int64 each: 128 + rshr(183 (R - Y), 8), 128 + rshr(144 (B - Y), 8)."""
+    p = np.asarray(px, np.int64)
+    y = luma_u8(p)
+    return 128 + rshr(183 * (p[..., 0] - y), 8), 128 + rshr(144 * (p[..., 2] - y), 8)
+
+
 def skin_chroma(img: np.ndarray, known: np.ndarray) -> tuple[int, int]:
     """(Cr, Cb) of a face's context: the rounded mean over the known crop pixels whose chroma is skin's, when
     at least MIN_SKIN_PIXELS are; DEFAULT_CHROMA otherwise. The face being replaced never gives its colour."""
-    p = np.asarray(img, np.int64)[known]
-    y = luma_u8(p)
-    cr, cb = 128 + rshr(183 * (p[:, 0] - y), 8), 128 + rshr(144 * (p[:, 2] - y), 8)
+    cr, cb = chroma_u8(np.asarray(img)[known])
     skin = (cr >= SKIN_CR[0]) & (cr <= SKIN_CR[1]) & (cb >= SKIN_CB[0]) & (cb <= SKIN_CB[1])
     n = int(skin.sum())
     if n < MIN_SKIN_PIXELS:
